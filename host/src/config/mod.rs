@@ -1,0 +1,173 @@
+//! Reading the TOML config and reporting what is wrong with it the way an operator reads it:
+//! file, line, column, the route or plugin concerned, and the reason.
+
+pub mod raw;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use raw::RawConfig;
+
+/// A parsed config file, with its source kept for locating errors.
+pub struct ConfigFile {
+    /// The file's path as given.
+    pub path: PathBuf,
+    source: String,
+    /// The parsed contents.
+    pub raw: RawConfig,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`. Cross-references are checked later, when the gateway builds
+    /// its routes from it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem::whole_file(format!("cannot read the file: {e}"))],
+        })?;
+        Self::parse(path, source)
+    }
+
+    /// Parses `source` as the contents of `path`.
+    pub fn parse(path: &Path, source: String) -> Result<Self, ConfigError> {
+        match toml::from_str::<RawConfig>(&source) {
+            Ok(raw) => Ok(Self {
+                path: path.to_owned(),
+                source,
+                raw,
+            }),
+            Err(e) => {
+                let problem = match e.span() {
+                    Some(span) => Problem::at(&source, span, e.message().to_string()),
+                    None => Problem::whole_file(e.message().to_string()),
+                };
+                Err(ConfigError {
+                    file: path.to_owned(),
+                    problems: vec![problem],
+                })
+            }
+        }
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// A problem located at `span` of this file.
+    pub fn problem(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
+        Problem::at(&self.source, span, message.into())
+    }
+
+    /// Wraps problems found in this file into an error.
+    pub fn error(&self, problems: Vec<Problem>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            problems,
+        }
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+    /// The offending line, for display under the message.
+    pub excerpt: Option<String>,
+}
+
+impl Problem {
+    fn at(source: &str, span: Range<usize>, message: String) -> Self {
+        let start = span.start.min(source.len());
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = source[..start].matches('\n').count() + 1;
+        let column = source[line_start..start].chars().count() + 1;
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
+        Self {
+            position: Some((line, column)),
+            message,
+            excerpt: Some(source[line_start..line_end].trim_end().to_string()),
+        }
+    }
+
+    /// A problem that concerns the file as a whole.
+    pub fn whole_file(message: String) -> Self {
+        Self {
+            position: None,
+            message,
+            excerpt: None,
+        }
+    }
+}
+
+/// Everything wrong with one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Its problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    /// One block per problem:
+    ///
+    /// ```text
+    /// gateway.toml:12:11: route `users`: unknown upstream `userz` (defined: billing, users)
+    ///    |   upstream = "userz"
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match problem.position {
+                Some((line, col)) => write!(
+                    f,
+                    "{}:{line}:{col}: {}",
+                    self.file.display(),
+                    problem.message
+                )?,
+                None => write!(f, "{}: {}", self.file.display(), problem.message)?,
+            }
+            if let Some(excerpt) = &problem.excerpt {
+                write!(f, "\n   | {excerpt}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_error_points_at_line_and_column() {
+        let src = "[listeners.main]\naddr = \"127.0.0.1:8080\"\n[[routes]]\nname = 5\n".to_string();
+        let err = ConfigFile::parse(Path::new("gw.toml"), src).err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("gw.toml:4:8: invalid type: integer `5`, expected a string"),
+            "{text}"
+        );
+        assert!(text.ends_with("   | name = 5"), "{text}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let src = "[listeners.main]\naddr = \"127.0.0.1:8080\"\nport = 1\n".to_string();
+        let err = ConfigFile::parse(Path::new("gw.toml"), src).err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("gw.toml:3:1: unknown field `port`, expected `addr` or `tls`"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The config file as written: serde types that mirror the TOML one to one.
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`), so a misspelt key is reported
+//! with its line instead of being silently ignored. Cross-references (a route's upstream, a
+//! plugin name) are checked in [`super::resolve`], which needs the spans kept here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::plugin::{Capability, FailurePolicy, Isolation};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Gateway-wide limits and timeouts.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Plugin engine settings.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// `[listeners.<name>]`: addresses to serve on.
+    pub listeners: BTreeMap<String, Listener>,
+    /// `[upstreams.<name>]`: pools of backend servers.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamSection>>,
+    /// `[plugins.<name>]`: Wasm modules and what they may do.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<PluginSection>>,
+    /// `[[routes]]`, matched in file order.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: ByteSize,
+    /// Time a client has to send a complete request head.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Keep a client's `X-Request-Id` (when well-formed) instead of always minting one.
+    pub trust_request_id: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize::kib(32),
+            max_body_bytes: ByteSize::mib(10),
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            trust_request_id: true,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Where compiled plugins are cached (default: `$XDG_CACHE_HOME/wasmgate`).
+    pub cache_dir: Option<PathBuf>,
+    /// Set to `false` to compile plugins at every start.
+    pub cache: bool,
+    /// Plugin instances alive at once, across all plugins and routes.
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            cache: true,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// `[listeners.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `ip:port` to bind; port 0 picks a free port (logged at start).
+    pub addr: SocketAddr,
+    /// Terminate TLS with this certificate chain and key (PEM files).
+    pub tls: Option<Tls>,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[upstreams.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `host:port` of each server; requests go round-robin.
+    pub targets: Vec<String>,
+    /// Time allowed to establish a connection; past it the request gets 504.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head once the request is sent; past it 504.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Idle connections kept per target.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_target: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_idle() -> usize {
+    1024
+}
+
+/// `[plugins.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// `builtin:<name>` or a path to a `.wasm` component (relative to the config file).
+    pub module: Spanned<String>,
+    /// Capabilities the plugin may import (default: `["log"]`).
+    #[serde(default = "default_grants")]
+    pub grants: Vec<Capability>,
+    /// Deadline for one hook call.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear-memory cap of one instance.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// `fail` (500) or `skip` (fail open) when the plugin traps, times out or runs out of memory.
+    #[serde(default)]
+    pub on_error: FailurePolicy,
+    /// `pooled` (instances reused) or `per-request` (a fresh instance for every call).
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+fn default_grants() -> Vec<Capability> {
+    vec![Capability::Log]
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_memory_limit() -> ByteSize {
+    ByteSize::mib(32)
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Unique name, used in logs and errors.
+    pub name: Spanned<String>,
+    /// Listeners this route serves on (default: all).
+    #[serde(default)]
+    pub listeners: Option<Spanned<Vec<String>>>,
+    /// What requests the route takes.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchSection,
+    /// With `path_prefix`: remove the prefix before forwarding (`/api/users` → `/users`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Where requests go after the plugin chain; without one, a plugin must answer.
+    pub upstream: Option<Spanned<String>>,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<PluginUse>>,
+}
+
+/// A route's `match` table. Every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// `api.example.com` or `*.example.com`; compared without the port.
+    pub host: Option<Spanned<String>>,
+    /// The path, exactly.
+    pub path: Option<Spanned<String>>,
+    /// A path prefix, on segment boundaries: `/api` takes `/api` and `/api/x`, not `/apix`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Allowed methods.
+    pub methods: Option<Vec<String>>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One entry of a route's plugin chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginUse {
+    /// Name of a `[plugins.<name>]` entry.
+    #[serde(rename = "use")]
+    pub plugin: Spanned<String>,
+    /// The plugin's config for this route, passed to its `configure`.
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+}

@@ -1,0 +1,32 @@
+//! One request in flight as plugins see it: the request head, the response head once there is
+//! one, and the per-request context shared along the chain.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// What the plugin chain reads and edits for one request.
+pub struct Exchange {
+    /// Method, URI, version and headers; edits here are what the upstream receives.
+    pub request: http::request::Parts,
+    /// The client connection's IP address.
+    pub client_ip: IpAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// The response head, present in the response phase.
+    pub response: Option<http::response::Parts>,
+    /// Key/value properties shared along the chain.
+    pub context: HashMap<String, String>,
+}
+
+impl Exchange {
+    /// A placeholder held by idle plugin instances (allocates nothing).
+    pub fn idle() -> Self {
+        Self {
+            request: http::Request::new(()).into_parts().0,
+            client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            tls: false,
+            response: None,
+            context: HashMap::new(),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! wasmgate: an HTTP API gateway that runs sandboxed WebAssembly plugins.
+//!
+//! A request's journey: [`server`] accepts it (TLS, HTTP/1.1 or HTTP/2), [`router`] picks a
+//! route, [`proxy`] runs the route's plugin chain ([`plugin`]), forwards to the [`upstream`],
+//! runs the response phase and writes the access log. Everything a request needs lives in one
+//! immutable [`snapshot`] built from the [`config`].
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod exchange;
+pub mod logging;
+pub mod plugin;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,25 @@
+//! Plugins shipped inside the `wasmgate` binary, named in configs as `module = "builtin:<name>"`.
+
+/// `(name, component bytes)` of every built-in plugin.
+pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
+    (
+        "cors",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/cors.wasm")),
+    ),
+    (
+        "headers",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/headers.wasm")),
+    ),
+    (
+        "echo",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/echo.wasm")),
+    ),
+];
+
+/// The bytes of the built-in plugin `name`.
+pub fn builtin(name: &str) -> Option<&'static [u8]> {
+    BUILTIN_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+}

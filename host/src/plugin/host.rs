@@ -1,0 +1,441 @@
+//! The host side of the `wasmgate:plugin` interfaces: what a plugin's imports do.
+//!
+//! During a call the store holds the request's [`Exchange`]; the `request`, `response` and
+//! `context` resources the plugin receives are borrows that all resolve to it. A plugin can only
+//! hold them for the duration of the call (the component model ends borrows when the call
+//! returns), so there is never a handle to a finished request.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::wasmgate::plugin::{clock, log, types};
+use crate::exchange::Exchange;
+use types::EditError;
+
+/// Rust type behind the `request` resource: a marker, the data is the store's exchange.
+pub struct RequestHandle;
+/// Rust type behind the `response` resource.
+pub struct ResponseHandle;
+/// Rust type behind the `context` resource.
+pub struct ContextHandle;
+
+/// Names that identify a plugin instance in logs.
+#[derive(Debug)]
+pub struct InstanceLabel {
+    /// The plugin's name in the config (`[plugins.<name>]`).
+    pub plugin: Arc<str>,
+    /// The route whose config this instance was configured with.
+    pub route: Arc<str>,
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    pub(super) label: Arc<InstanceLabel>,
+    /// The request being handled during a hook call ([`Exchange::idle`] between calls).
+    pub(super) exchange: Exchange,
+    epoch: Instant,
+}
+
+impl PluginState {
+    pub(super) fn new(label: Arc<InstanceLabel>, limits: StoreLimits) -> Self {
+        Self {
+            // No preopened directories, environment, arguments, stdio or network access: the
+            // WASI imports a Rust or Python guest's standard library links against resolve, but
+            // reach nothing on the host.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits,
+            label,
+            exchange: Exchange::idle(),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(super) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    fn exchange(&mut self) -> wasmtime::Result<&mut Exchange> {
+        Ok(&mut self.exchange)
+    }
+
+    fn response_head(&mut self) -> wasmtime::Result<&mut http::response::Parts> {
+        self.exchange()?
+            .response
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("response used outside the response phase"))
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Header fields the gateway manages itself; plugins may not edit them.
+const HOST_MANAGED: &[HeaderName] = &[
+    http::header::CONNECTION,
+    http::header::CONTENT_LENGTH,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+pub(super) fn editable_name(name: &str) -> Result<HeaderName, EditError> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName)?;
+    let managed = HOST_MANAGED.contains(&name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection";
+    if managed {
+        return Err(EditError::Forbidden);
+    }
+    Ok(name)
+}
+
+/// Reading and editing a header map: shared by requests and responses.
+mod fields {
+    use super::*;
+
+    pub fn first(map: &HeaderMap, name: &str) -> Option<String> {
+        map.get(name)?.to_str().ok().map(str::to_owned)
+    }
+
+    pub fn all(map: &HeaderMap, name: &str) -> Vec<String> {
+        map.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn names(map: &HeaderMap) -> Vec<String> {
+        map.keys().map(|k| k.as_str().to_owned()).collect()
+    }
+
+    pub fn set(
+        map: &mut HeaderMap,
+        name: &str,
+        value: &str,
+        append: bool,
+    ) -> Result<(), EditError> {
+        let name = editable_name(name)?;
+        let value = HeaderValue::from_str(value).map_err(|_| EditError::InvalidValue)?;
+        if append {
+            map.append(name, value);
+        } else {
+            map.insert(name, value);
+        }
+        Ok(())
+    }
+
+    pub fn remove(map: &mut HeaderMap, name: &str) -> Result<(), EditError> {
+        let name = editable_name(name)?;
+        map.remove(name);
+        Ok(())
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl types::HostRequest for PluginState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.exchange()?.request.method.as_str().to_owned())
+    }
+
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        let tls = self.exchange()?.tls;
+        Ok(if tls { "https" } else { "http" }.to_owned())
+    }
+
+    fn authority(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        let req = &self.exchange()?.request;
+        Ok(match req.uri.authority() {
+            Some(authority) => Some(authority.as_str().to_owned()),
+            None => fields::first(&req.headers, "host"),
+        })
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.exchange()?.request.uri.path().to_owned())
+    }
+
+    fn set_path(
+        &mut self,
+        _: Resource<RequestHandle>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let uri = &mut self.exchange()?.request.uri;
+        if !path.starts_with('/') {
+            return Ok(Err(EditError::InvalidValue));
+        }
+        let query = uri.query();
+        let pq = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Ok(replace_path_and_query(uri, &pq))
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.exchange()?.request.uri.query().map(str::to_owned))
+    }
+
+    fn set_query(
+        &mut self,
+        _: Resource<RequestHandle>,
+        query: Option<String>,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let uri = &mut self.exchange()?.request.uri;
+        let pq = match query {
+            Some(q) => format!("{}?{q}", uri.path()),
+            None => uri.path().to_owned(),
+        };
+        Ok(replace_path_and_query(uri, &pq))
+    }
+
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.exchange()?.client_ip.to_string())
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(fields::first(&self.exchange()?.request.headers, &name))
+    }
+
+    fn header_all(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(fields::all(&self.exchange()?.request.headers, &name))
+    }
+
+    fn header_names(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(fields::names(&self.exchange()?.request.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::set(
+            &mut self.exchange()?.request.headers,
+            &name,
+            &value,
+            false,
+        ))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::set(
+            &mut self.exchange()?.request.headers,
+            &name,
+            &value,
+            true,
+        ))
+    }
+
+    fn remove_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::remove(&mut self.exchange()?.request.headers, &name))
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+fn replace_path_and_query(uri: &mut http::Uri, path_and_query: &str) -> Result<(), EditError> {
+    let pq =
+        http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| EditError::InvalidValue)?;
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(pq);
+    // Scheme and authority are unchanged and were valid together, so this cannot fail; keep
+    // the original URI's shape if it ever did.
+    *uri = http::Uri::from_parts(parts).map_err(|_| EditError::InvalidValue)?;
+    Ok(())
+}
+
+impl types::HostResponse for PluginState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<u16> {
+        Ok(self.response_head()?.status.as_u16())
+    }
+
+    fn set_status(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        status: u16,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        let head = self.response_head()?;
+        Ok(match http::StatusCode::from_u16(status) {
+            Ok(status) => {
+                head.status = status;
+                Ok(())
+            }
+            Err(_) => Err(EditError::InvalidValue),
+        })
+    }
+
+    fn header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(fields::first(&self.response_head()?.headers, &name))
+    }
+
+    fn header_all(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(fields::all(&self.response_head()?.headers, &name))
+    }
+
+    fn header_names(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(fields::names(&self.response_head()?.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::set(
+            &mut self.response_head()?.headers,
+            &name,
+            &value,
+            false,
+        ))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::set(
+            &mut self.response_head()?.headers,
+            &name,
+            &value,
+            true,
+        ))
+    }
+
+    fn remove_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+    ) -> wasmtime::Result<Result<(), EditError>> {
+        Ok(fields::remove(&mut self.response_head()?.headers, &name))
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl types::HostContext for PluginState {
+    fn get(&mut self, _: Resource<ContextHandle>, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.exchange()?.context.get(&key).cloned())
+    }
+
+    fn set(
+        &mut self,
+        _: Resource<ContextHandle>,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        self.exchange()?.context.insert(key, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, _: Resource<ContextHandle>, key: String) -> wasmtime::Result<()> {
+        self.exchange()?.context.remove(&key);
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<ContextHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl log::Host for PluginState {
+    fn enabled(&mut self, level: log::Level) -> wasmtime::Result<bool> {
+        Ok(match level {
+            log::Level::Trace => {
+                tracing::enabled!(target: "wasmgate::plugin", tracing::Level::TRACE)
+            }
+            log::Level::Debug => {
+                tracing::enabled!(target: "wasmgate::plugin", tracing::Level::DEBUG)
+            }
+            log::Level::Info => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::WARN),
+            log::Level::Error => {
+                tracing::enabled!(target: "wasmgate::plugin", tracing::Level::ERROR)
+            }
+        })
+    }
+
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let (plugin, route) = (&*self.label.plugin, &*self.label.route);
+        match level {
+            log::Level::Trace => {
+                tracing::trace!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clock::Host for PluginState {
+    fn now_millis(&mut self) -> wasmtime::Result<u64> {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn monotonic_nanos(&mut self) -> wasmtime::Result<u64> {
+        Ok(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}

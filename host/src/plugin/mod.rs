@@ -1,0 +1,325 @@
+//! The plugin runtime: one wasmtime engine, compiled plugins, and pools of configured instances.
+//!
+//! - [`PluginRuntime`] owns the engine (pooling allocator, copy-on-write memory images, epoch
+//!   interruption driven by a 1 ms ticker) and the on-disk cache of compiled artefacts.
+//! - [`LoadedPlugin`] is one `[plugins.<name>]` entry: its compiled component, linked against
+//!   exactly the capabilities the config grants.
+//! - [`PluginPool`] is one plugin configured for one route: pre-configured instances reused
+//!   across requests, one request at a time each.
+
+mod builtin;
+mod cache;
+mod host;
+mod pool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use builtin::{BUILTIN_PLUGINS, builtin};
+pub use host::InstanceLabel;
+pub use pool::{FaultKind, PluginFault, PluginPool};
+
+/// Types of the plugin contract as the host sees them.
+pub mod contract {
+    pub use super::bindings::wasmgate::plugin::types::{Action, ConfigError, Hooks, Reply};
+}
+
+#[allow(unsafe_code, unused_doc_comments, missing_docs, clippy::all)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: trappable },
+        with: {
+            "wasmgate:plugin/types.request": super::host::RequestHandle,
+            "wasmgate:plugin/types.response": super::host::ResponseHandle,
+            "wasmgate:plugin/types.context": super::host::ContextHandle,
+        },
+    });
+}
+
+use host::PluginState;
+
+/// The WIT package every plugin must be built against.
+pub const CONTRACT_PACKAGE: &str = "wasmgate:plugin@0.1.0";
+
+/// How often the epoch advances; plugin deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Capabilities a plugin can be granted. Each is one imported WIT interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// `wasmgate:plugin/log`: write to the gateway's log.
+    Log,
+    /// `wasmgate:plugin/clock`: wall-clock and monotonic time.
+    Clock,
+}
+
+impl Capability {
+    /// Every capability, in the order they are documented.
+    pub const ALL: [Capability; 2] = [Capability::Log, Capability::Clock];
+
+    /// The config spelling, e.g. `log`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+        }
+    }
+
+    fn interface(self) -> &'static str {
+        match self {
+            Capability::Log => "wasmgate:plugin/log@0.1.0",
+            Capability::Clock => "wasmgate:plugin/clock@0.1.0",
+        }
+    }
+}
+
+/// What a plugin does when it traps, times out or exceeds its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// The request fails with 500.
+    #[default]
+    Fail,
+    /// The faulty plugin is skipped for this request and the chain goes on (fail-open).
+    Skip,
+}
+
+/// How instances are shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Configured instances are reused across requests (one request at a time each).
+    #[default]
+    Pooled,
+    /// Every hook call gets a fresh instance: nothing survives from one request to the next.
+    PerRequest,
+}
+
+/// Limits and policies for one plugin, from its `[plugins.<name>]` table.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Capabilities linked for this plugin.
+    pub grants: Vec<Capability>,
+    /// Deadline for one hook call.
+    pub timeout: Duration,
+    /// Maximum linear memory of one instance, in bytes.
+    pub memory_limit: usize,
+    /// What a fault does to the request.
+    pub on_error: FailurePolicy,
+    /// Instance sharing.
+    pub isolation: Isolation,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            grants: vec![Capability::Log],
+            timeout: Duration::from_millis(20),
+            memory_limit: 32 << 20,
+            on_error: FailurePolicy::Fail,
+            isolation: Isolation::Pooled,
+        }
+    }
+}
+
+/// Why a plugin module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a component wasmtime can compile.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(wasmtime::Error),
+    /// The component needs a capability the config does not grant.
+    #[error(
+        "it imports `{interface}`, which is not granted: add \"{capability}\" to the plugin's `grants`"
+    )]
+    NotGranted {
+        /// The imported interface.
+        interface: String,
+        /// The grant that would allow it.
+        capability: &'static str,
+    },
+    /// The component does not implement the contract (or imports something the host lacks).
+    #[error("it does not implement the {CONTRACT_PACKAGE} plugin contract: {0:#}")]
+    Contract(wasmtime::Error),
+}
+
+/// Options for the engine.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Where compiled artefacts are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Maximum number of plugin instances alive at once, across all plugins and routes.
+    pub max_instances: u32,
+}
+
+/// The engine shared by every plugin, for the life of the process.
+pub struct PluginRuntime {
+    engine: Engine,
+    cache: Option<cache::ArtifactCache>,
+}
+
+impl PluginRuntime {
+    /// Creates the engine and starts its epoch ticker.
+    pub fn new(options: &RuntimeOptions) -> anyhow::Result<Self> {
+        let max = options.max_instances.max(16);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust or Python component holds a handful of core instances, memories and tables.
+        pool.total_component_instances(max)
+            .total_core_instances(max * 8)
+            .total_memories(max * 2)
+            .total_tables(max * 4)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        spawn_epoch_ticker(&engine);
+        let cache = options
+            .cache_dir
+            .as_ref()
+            .map(|dir| cache::ArtifactCache::open(dir.clone()));
+        Ok(Self { engine, cache })
+    }
+
+    /// Compiles (or loads from the cache) a plugin module and links it against the granted
+    /// capabilities.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: PluginSettings,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(LoadError::Compile)?;
+
+        self.check_grants(&component, &settings)?;
+        let linker = self.linker(&settings).map_err(LoadError::Contract)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::Contract)?;
+        let pre = bindings::PluginPre::new(pre).map_err(LoadError::Contract)?;
+        Ok(Arc::new(LoadedPlugin {
+            name: name.into(),
+            pre,
+            settings,
+        }))
+    }
+
+    /// Names the grant a missing capability needs, before linking would fail less helpfully.
+    fn check_grants(
+        &self,
+        component: &Component,
+        settings: &PluginSettings,
+    ) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            for capability in Capability::ALL {
+                let iface = capability.interface();
+                let unversioned = iface.split('@').next().unwrap_or(iface);
+                let imports_it = import == iface || import.starts_with(&format!("{unversioned}@"));
+                if imports_it && !settings.grants.contains(&capability) {
+                    return Err(LoadError::NotGranted {
+                        interface: import.to_string(),
+                        capability: capability.name(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
+        use bindings::wasmgate::plugin::{clock, log, types};
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        for capability in &settings.grants {
+            match capability {
+                Capability::Log => {
+                    log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+                Capability::Clock => {
+                    clock::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+            }
+        }
+        Ok(linker)
+    }
+}
+
+/// Turns a plugin's reply into a response. A status outside 100–999 or a header the host
+/// refuses (invalid, or managed by the gateway such as `content-length`) makes the whole reply
+/// invalid: answering with half of what the plugin meant would be worse than failing.
+pub fn reply_into_response(reply: contract::Reply) -> Result<http::Response<bytes::Bytes>, String> {
+    let status = http::StatusCode::from_u16(reply.status)
+        .map_err(|_| format!("reply status {} is not a valid status code", reply.status))?;
+    let mut response = http::Response::new(bytes::Bytes::from(reply.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        let header = host::editable_name(&name)
+            .map_err(|e| format!("reply header `{name}` refused: {e:?}"))?;
+        let value = http::HeaderValue::from_str(&value)
+            .map_err(|_| format!("reply header `{name}` has an invalid value"))?;
+        headers.append(header, value);
+    }
+    Ok(response)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasmgate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the plugin deadline ticker; plugin deadlines will not fire");
+    }
+}
+
+/// One `[plugins.<name>]` entry, compiled and linked.
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    pre: bindings::PluginPre<PluginState>,
+    settings: PluginSettings,
+}
+
+impl LoadedPlugin {
+    /// The plugin's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its limits and policies.
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = self.settings.timeout.as_micros() / EPOCH_TICK.as_micros();
+        // The current tick may end at any moment: one extra tick keeps the deadline from
+        // firing early.
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    }
+}

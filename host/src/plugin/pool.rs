@@ -1,0 +1,281 @@
+//! Pools of configured instances: one pool per (plugin, route config).
+//!
+//! An instance serves one hook call at a time and goes back to the pool afterwards, so a
+//! request pays only for the call itself (a few microseconds), not for instantiation and
+//! configuration. Hook calls are synchronous and never held across an `.await`, so a pool
+//! needs at most as many instances as there are worker threads. An instance that trapped,
+//! ran past its deadline or hit its memory limit is never reused: it is dropped and a fresh
+//! one is configured in the background.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Resource;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::Plugin;
+use super::bindings::wasmgate::plugin::types::{Action, ConfigError, Hooks};
+use super::host::{ContextHandle, InstanceLabel, PluginState, RequestHandle, ResponseHandle};
+use super::{Isolation, LoadedPlugin};
+use crate::exchange::Exchange;
+
+/// Deadline for instantiation and `configure`, which may do more work than a hook (compile
+/// rules, parse keys).
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a plugin call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest trapped (panic, unreachable, out-of-bounds access…).
+    Trap,
+    /// The call ran past the plugin's deadline.
+    Timeout,
+    /// The instance tried to grow its memory past the plugin's limit.
+    MemoryLimit,
+    /// No instance could be created (instance limit reached, or configure failed).
+    Unavailable,
+}
+
+impl FaultKind {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::MemoryLimit => "memory-limit",
+            FaultKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A failed plugin call.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}` on route `{route}` failed ({}): {detail}", kind.as_str())]
+pub struct PluginFault {
+    /// What went wrong.
+    pub kind: FaultKind,
+    /// The plugin's name.
+    pub plugin: Arc<str>,
+    /// The route.
+    pub route: Arc<str>,
+    /// The engine's description.
+    pub detail: String,
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    bindings: Plugin,
+}
+
+/// One plugin configured for one route.
+pub struct PluginPool {
+    plugin: Arc<LoadedPlugin>,
+    label: Arc<InstanceLabel>,
+    config: String,
+    hooks: Hooks,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+}
+
+impl PluginPool {
+    /// Instantiates the plugin and configures it with `config` (JSON). A refused config comes
+    /// back as the plugin's [`ConfigError`]; any other failure as the `Err` of the outer result.
+    pub fn new(
+        plugin: Arc<LoadedPlugin>,
+        route: &str,
+        config: String,
+    ) -> Result<Result<Arc<Self>, ConfigError>, PluginFault> {
+        let label = Arc::new(InstanceLabel {
+            plugin: plugin.name.clone(),
+            route: route.into(),
+        });
+        let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get()) * 2;
+        let mut pool = Self {
+            plugin,
+            label,
+            config,
+            hooks: Hooks::empty(),
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        };
+        let (instance, configured) = pool.instantiate()?;
+        match configured {
+            Ok(hooks) => pool.hooks = hooks,
+            Err(refused) => return Ok(Err(refused)),
+        }
+        pool.checkin(instance);
+        Ok(Ok(Arc::new(pool)))
+    }
+
+    /// Whether the configured plugin asked for its request hook.
+    pub fn wants_request(&self) -> bool {
+        self.hooks.contains(Hooks::REQUEST)
+    }
+
+    /// Whether the configured plugin asked for its response hook.
+    pub fn wants_response(&self) -> bool {
+        self.hooks.contains(Hooks::RESPONSE)
+    }
+
+    /// The plugin this pool runs.
+    pub fn plugin(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+
+    /// Runs the request hook on `exchange`.
+    pub fn on_request(
+        self: &Arc<Self>,
+        exchange: Exchange,
+    ) -> (Exchange, Result<Action, PluginFault>) {
+        self.call(exchange, |bindings, store| {
+            bindings.wasmgate_plugin_handler().call_on_request(
+                store,
+                Resource::new_borrow(0),
+                Resource::new_borrow(0),
+            )
+        })
+    }
+
+    /// Runs the response hook on `exchange` (whose `response` must be set).
+    pub fn on_response(
+        self: &Arc<Self>,
+        exchange: Exchange,
+    ) -> (Exchange, Result<(), PluginFault>) {
+        self.call(exchange, |bindings, store| {
+            let (req, resp, ctx): (
+                Resource<RequestHandle>,
+                Resource<ResponseHandle>,
+                Resource<ContextHandle>,
+            ) = (
+                Resource::new_borrow(0),
+                Resource::new_borrow(0),
+                Resource::new_borrow(0),
+            );
+            bindings
+                .wasmgate_plugin_handler()
+                .call_on_response(store, req, resp, ctx)
+        })
+    }
+
+    fn call<R>(
+        self: &Arc<Self>,
+        exchange: Exchange,
+        hook: impl FnOnce(&Plugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> (Exchange, Result<R, PluginFault>) {
+        let mut instance = match self.checkout() {
+            Ok(instance) => instance,
+            Err(fault) => return (exchange, Err(fault)),
+        };
+        instance.store.data_mut().exchange = exchange;
+        instance
+            .store
+            .set_epoch_deadline(self.plugin.deadline_ticks());
+        let result = hook(&instance.bindings, &mut instance.store);
+        let exchange = std::mem::replace(&mut instance.store.data_mut().exchange, Exchange::idle());
+        match result {
+            Ok(value) => {
+                if self.plugin.settings.isolation == Isolation::Pooled {
+                    self.checkin(instance);
+                }
+                (exchange, Ok(value))
+            }
+            Err(error) => {
+                let fault = self.fault(classify(&error), &error);
+                // The instance may be in any state now: never reuse it.
+                drop(instance);
+                self.replenish();
+                (exchange, Err(fault))
+            }
+        }
+    }
+
+    fn checkout(&self) -> Result<Instance, PluginFault> {
+        if let Some(instance) = self.lock_idle().pop() {
+            return Ok(instance);
+        }
+        match self.instantiate()? {
+            (instance, Ok(_)) => Ok(instance),
+            (_, Err(refused)) => Err(PluginFault {
+                kind: FaultKind::Unavailable,
+                plugin: self.label.plugin.clone(),
+                route: self.label.route.clone(),
+                detail: format!(
+                    "configure refused a config it accepted before: {}",
+                    refused.message
+                ),
+            }),
+        }
+    }
+
+    fn checkin(&self, instance: Instance) {
+        let mut idle = self.lock_idle();
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // A panic while holding the lock cannot leave the Vec inconsistent: recover it.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Configures a replacement for a discarded instance off the request path.
+    fn replenish(self: &Arc<Self>) {
+        if self.plugin.settings.isolation == Isolation::PerRequest {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::clone(self);
+        runtime.spawn_blocking(move || {
+            if let Ok((instance, Ok(_))) = pool.instantiate() {
+                pool.checkin(instance);
+            }
+        });
+    }
+
+    fn instantiate(&self) -> Result<(Instance, Result<Hooks, ConfigError>), PluginFault> {
+        let settings = &self.plugin.settings;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(settings.memory_limit)
+            .trap_on_grow_failure(true)
+            .build();
+        let engine = self.plugin.pre.engine();
+        let mut store = Store::new(engine, PluginState::new(self.label.clone(), limits));
+        store.limiter(|state| state.limiter());
+        let ticks = u64::try_from(CONFIGURE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        store.set_epoch_deadline(ticks);
+        let bindings = self
+            .plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.fault(FaultKind::Unavailable, &e))?;
+        let configured = bindings
+            .wasmgate_plugin_handler()
+            .call_configure(&mut store, &self.config)
+            .map_err(|e| self.fault(classify(&e), &e))?;
+        Ok((Instance { store, bindings }, configured))
+    }
+
+    fn fault(&self, kind: FaultKind, error: &wasmtime::Error) -> PluginFault {
+        PluginFault {
+            kind,
+            plugin: self.label.plugin.clone(),
+            route: self.label.route.clone(),
+            detail: format!("{error:#}"),
+        }
+    }
+}
+
+fn classify(error: &wasmtime::Error) -> FaultKind {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return FaultKind::Timeout;
+    }
+    if format!("{error:#}").contains("forcing trap when growing memory") {
+        return FaultKind::MemoryLimit;
+    }
+    FaultKind::Trap
+}

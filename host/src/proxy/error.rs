@@ -1,0 +1,90 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Downstream faults (the client's request) map to 4xx, upstream faults to 502/503/504, and
+//! plugin or internal faults to 500. Every error response is short plain text naming the
+//! cause and carries the request id, so an operator can find the matching log line.
+
+use http::{Response, StatusCode, header};
+
+use super::body::{ProxyBody, full};
+
+/// Why the gateway answers instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No route takes the request.
+    NoRoute,
+    /// The route has no upstream and no plugin answered.
+    NoResponder,
+    /// The request body is over the configured limit.
+    BodyTooLarge,
+    /// The upstream refused or reset the connection, or sent an invalid response.
+    UpstreamUnreachable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// A plugin failed (trap, deadline, memory) and its policy is `fail`.
+    PluginFailed,
+}
+
+impl GatewayError {
+    /// The status the client receives.
+    pub fn status(self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute | GatewayError::NoResponder => StatusCode::NOT_FOUND,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "no route matches this request",
+            GatewayError::NoResponder => "the route has no upstream and no plugin answered",
+            GatewayError::BodyTooLarge => "request body exceeds the gateway's limit",
+            GatewayError::UpstreamUnreachable => "upstream unreachable",
+            GatewayError::UpstreamTimeout => "upstream timed out",
+            GatewayError::PluginFailed => "a plugin failed while handling the request",
+        }
+    }
+
+    /// The response for this error.
+    pub fn response(self) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(format!("{}\n", self.reason())));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// Whether an upstream client error means the request body went over its limit.
+pub fn is_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether an upstream client error is a connect timeout.
+pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if e.to_string().contains("timed out") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}

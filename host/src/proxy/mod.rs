@@ -1,0 +1,379 @@
+//! The request driver: one function takes a request from route lookup to the response, with
+//! one error path ([`error::GatewayError`]).
+//!
+//! Phases, in order:
+//! 1. **route**: the first matching route, or 404;
+//! 2. **request phase**: the route's plugins in chain order; each continues or answers;
+//! 3. **upstream**: forward with hop-by-hop fields removed and `X-Forwarded-*` set; the bodies
+//!    stream in both directions;
+//! 4. **response phase**: in reverse order, the plugins whose request phase ran (so a plugin
+//!    that answered early still gets CORS headers added by the plugins before it);
+//! 5. **log**: one access-log line.
+//!
+//! A plugin fault ends the request phase like an answer would (500), unless the plugin is
+//! configured `on_error = "skip"`, in which case it is left out of this request entirely.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use crate::exchange::Exchange;
+use crate::plugin::contract::Action;
+use crate::plugin::{FailurePolicy, PluginFault, PluginPool, reply_into_response};
+use crate::router::RequestInfo;
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::Upstream;
+use body::ProxyBody;
+use error::GatewayError;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// Index of the listener (in the snapshot's listener order).
+    pub listener: usize,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// What the access log reports about one request.
+struct Outcome<'a> {
+    route: Option<&'a str>,
+    upstream: Option<&'a str>,
+    plugin_time: Duration,
+}
+
+/// Handles one request on `snapshot`. Never fails: every failure is a response.
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    conn: Connection,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+
+    let route = {
+        let info = RequestInfo {
+            listener: conn.listener,
+            host: authority(&parts),
+            method: &parts.method,
+            path: &path,
+            headers: &parts.headers,
+        };
+        snapshot.routes.find(&info).cloned()
+    };
+    let mut outcome = Outcome {
+        route: None,
+        upstream: None,
+        plugin_time: Duration::ZERO,
+    };
+    let mut response = match &route {
+        None => GatewayError::NoRoute.response(),
+        Some(route) => {
+            outcome.route = Some(&route.name);
+            let exchange = Exchange {
+                request: parts,
+                client_ip: conn.client.ip(),
+                tls: conn.tls,
+                response: None,
+                context: Default::default(),
+            };
+            run_route(&snapshot, route, exchange, body, &request_id, &mut outcome).await
+        }
+    };
+    response
+        .headers_mut()
+        .insert(&forward::REQUEST_ID, request_id.clone());
+    tracing::info!(
+        target: "wasmgate::access",
+        request_id = request_id.to_str().unwrap_or("-"),
+        client = %conn.client.ip(),
+        method = %method,
+        path,
+        route = outcome.route.unwrap_or("-"),
+        upstream = outcome.upstream.unwrap_or("-"),
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        plugin_us = outcome.plugin_time.as_micros() as u64,
+    );
+    response
+}
+
+async fn run_route<'r>(
+    snapshot: &Snapshot,
+    route: &'r Route,
+    mut exchange: Exchange,
+    body: Incoming,
+    request_id: &HeaderValue,
+    outcome: &mut Outcome<'r>,
+) -> Response<ProxyBody> {
+    let max_body = snapshot.server.max_body_bytes;
+    if declared_length(&exchange.request.headers).is_some_and(|len| len > max_body) {
+        return GatewayError::BodyTooLarge.response();
+    }
+
+    // Request phase.
+    let mut answered: Option<Response<ProxyBody>> = None;
+    let mut ran = route.chain.len();
+    let mut skipped: Vec<usize> = Vec::new();
+    for (i, pool) in route.chain.iter().enumerate() {
+        if !pool.wants_request() {
+            continue;
+        }
+        let timer = Instant::now();
+        let (back, result) = pool.on_request(exchange);
+        exchange = back;
+        outcome.plugin_time += timer.elapsed();
+        let fault = match result {
+            Ok(Action::Continue) => continue,
+            Ok(Action::Respond(reply)) => match reply_into_response(reply) {
+                Ok(reply) => {
+                    answered = Some(reply.map(body::full));
+                    ran = i;
+                    break;
+                }
+                Err(detail) => PluginFault {
+                    kind: crate::plugin::FaultKind::Trap,
+                    plugin: pool.plugin().name().into(),
+                    route: route.name.clone(),
+                    detail,
+                },
+            },
+            Err(fault) => fault,
+        };
+        if handle_fault(pool, &fault, request_id) == FailurePolicy::Skip {
+            skipped.push(i);
+            continue;
+        }
+        answered = Some(GatewayError::PluginFailed.response());
+        ran = i;
+        break;
+    }
+
+    // Upstream.
+    let keep_request = route.has_response_hooks();
+    let mut response = match answered {
+        Some(response) => response,
+        None => match &route.upstream {
+            None => GatewayError::NoResponder.response(),
+            Some(upstream) => {
+                outcome.upstream = Some(upstream.name());
+                let limited = body::stream(Limited::new(
+                    body,
+                    usize::try_from(max_body).unwrap_or(usize::MAX),
+                ));
+                forward(
+                    upstream,
+                    route,
+                    &mut exchange,
+                    limited,
+                    keep_request,
+                    request_id,
+                )
+                .await
+                .unwrap_or_else(GatewayError::response)
+            }
+        },
+    };
+
+    // Response phase, in reverse order over the plugins whose request phase ran.
+    if keep_request {
+        let (head, mut body) = response.into_parts();
+        exchange.response = Some(head);
+        for i in (0..ran).rev() {
+            let pool = &route.chain[i];
+            if !pool.wants_response() || skipped.contains(&i) {
+                continue;
+            }
+            let timer = Instant::now();
+            let (back, result) = pool.on_response(exchange);
+            exchange = back;
+            outcome.plugin_time += timer.elapsed();
+            if let Err(fault) = result
+                && handle_fault(pool, &fault, request_id) == FailurePolicy::Fail
+            {
+                let (head, error_body) = GatewayError::PluginFailed.response().into_parts();
+                exchange.response = Some(head);
+                body = error_body;
+            }
+        }
+        let head = exchange
+            .response
+            .take()
+            .unwrap_or_else(|| GatewayError::PluginFailed.response().into_parts().0);
+        response = Response::from_parts(head, body);
+    }
+    response
+}
+
+/// Logs a plugin fault and returns the plugin's policy.
+fn handle_fault(pool: &PluginPool, fault: &PluginFault, request_id: &HeaderValue) -> FailurePolicy {
+    let policy = pool.plugin().settings().on_error;
+    tracing::error!(
+        target: "wasmgate::plugin",
+        plugin = %fault.plugin,
+        route = %fault.route,
+        kind = fault.kind.as_str(),
+        request_id = request_id.to_str().unwrap_or("-"),
+        policy = ?policy,
+        "plugin fault: {}",
+        fault.detail,
+    );
+    policy
+}
+
+/// Sends the request upstream and returns the response head with the body streaming.
+async fn forward(
+    upstream: &Upstream,
+    route: &Route,
+    exchange: &mut Exchange,
+    body: ProxyBody,
+    keep_request: bool,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let target = upstream.pick();
+    let original = &exchange.request;
+    let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(target.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::UpstreamUnreachable)?;
+    let host = authority(original).map(str::to_owned);
+    let mut headers = match keep_request {
+        true => original.headers.clone(),
+        false => std::mem::take(&mut exchange.request.headers),
+    };
+    forward::strip_hop_by_hop(&mut headers);
+    forward::set_forwarded(
+        &mut headers,
+        exchange.client_ip,
+        exchange.tls,
+        host.as_deref(),
+    );
+    headers.insert(&forward::REQUEST_ID, request_id.clone());
+    if !headers.contains_key(header::HOST)
+        && let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        // HTTP/2 clients send `:authority` instead of `Host`.
+        headers.insert(header::HOST, host);
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = exchange.request.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let sent = tokio::time::timeout(
+        upstream.request_timeout(),
+        upstream.client().request(request),
+    )
+    .await;
+    let response = match sent {
+        Err(_elapsed) => {
+            tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, "upstream timed out");
+            return Err(GatewayError::UpstreamTimeout);
+        }
+        Ok(Err(e)) => {
+            if error::is_body_limit(&e) {
+                return Err(GatewayError::BodyTooLarge);
+            }
+            let timed_out = e.is_connect() && error::is_timeout(&e);
+            tracing::warn!(
+                target: "wasmgate::upstream",
+                upstream = upstream.name(),
+                %target,
+                error = %error_chain(&e),
+                "upstream request failed",
+            );
+            return Err(match timed_out {
+                true => GatewayError::UpstreamTimeout,
+                false => GatewayError::UpstreamUnreachable,
+            });
+        }
+        Ok(Ok(response)) => response,
+    };
+    let (mut head, body) = response.into_parts();
+    forward::strip_hop_by_hop(&mut head.headers);
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        // Upgrades are not proxied: without the upgrade headers the 101 would be meaningless.
+        return Err(GatewayError::UpstreamUnreachable);
+    }
+    Ok(Response::from_parts(head, body::stream(body)))
+}
+
+/// The path and query sent upstream, with the route's prefix removed when configured.
+fn upstream_path(uri: &Uri, strip_prefix: Option<&str>) -> String {
+    let path = uri.path();
+    let path = match strip_prefix.and_then(|p| path.strip_prefix(p)) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    };
+    match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// The authority the client addressed: HTTP/2 `:authority`, else the `Host` header.
+fn authority(parts: &http::request::Parts) -> Option<&str> {
+    match parts.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_path;
+
+    #[test]
+    fn strip_prefix_keeps_segments_and_query() {
+        let uri = "/api/v1/users?x=1".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/users?x=1");
+        let uri = "/api/v1".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/");
+        let uri = "/api/v10".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/api/v10");
+        let uri = "/other".parse().unwrap();
+        assert_eq!(upstream_path(&uri, None), "/other");
+    }
+}

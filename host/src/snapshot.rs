@@ -1,0 +1,498 @@
+//! The immutable snapshot a request runs on: routes with their upstreams and configured plugin
+//! pools, listener specs and server limits, built and fully validated from one config file.
+//!
+//! Building compiles every plugin module and runs every route's plugin config through the
+//! plugin's `configure`, so a snapshot that builds will not fail on config at request time.
+//! Problems are collected, not stopped at, so `wasmgate check` lists them all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::config::raw::RouteSection;
+use crate::config::{ConfigError, ConfigFile, Problem};
+use crate::plugin::{self, LoadedPlugin, PluginPool, PluginRuntime, PluginSettings};
+use crate::router::{HostMatch, Matcher, PathMatch, RouteTable};
+use crate::tls;
+use crate::upstream::{self, Upstream, UpstreamSettings};
+
+/// Gateway-wide limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Time allowed to receive a request head.
+    pub header_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Keep well-formed client request ids.
+    pub trust_request_id: bool,
+}
+
+/// A listener to bind.
+pub struct ListenerSpec {
+    /// Its name in the config.
+    pub name: String,
+    /// Address to bind.
+    pub addr: std::net::SocketAddr,
+    /// TLS settings, when the listener terminates TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// One route, resolved.
+pub struct Route {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Where requests go after the chain.
+    pub upstream: Option<Arc<Upstream>>,
+    /// Prefix removed from the path before forwarding.
+    pub strip_prefix: Option<String>,
+    /// The plugin chain, in order.
+    pub chain: Vec<Arc<PluginPool>>,
+}
+
+impl Route {
+    /// Whether any plugin on the route wants the response hook.
+    pub fn has_response_hooks(&self) -> bool {
+        self.chain.iter().any(|p| p.wants_response())
+    }
+}
+
+/// Everything a request needs, immutable once built.
+pub struct Snapshot {
+    /// Routes in match order.
+    pub routes: RouteTable<Arc<Route>>,
+    /// Listeners, in name order (route `listeners` refer to their indices).
+    pub listeners: Vec<ListenerSpec>,
+    /// Limits.
+    pub server: ServerSettings,
+}
+
+/// Runtime options derived from a config, needed before any snapshot is built.
+pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
+    let rt = &file.raw.runtime;
+    let cache_dir = match (rt.cache, &rt.cache_dir) {
+        (false, _) => None,
+        (true, Some(dir)) => Some(file.base_dir().join(dir)),
+        (true, None) => default_cache_dir(),
+    };
+    plugin::RuntimeOptions {
+        cache_dir,
+        max_instances: rt.max_instances,
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WASMGATE_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmgate"))
+}
+
+impl Snapshot {
+    /// Builds and validates a snapshot from `file`.
+    pub fn build(runtime: &PluginRuntime, file: &ConfigFile) -> Result<Snapshot, ConfigError> {
+        let mut builder = Builder {
+            file,
+            problems: Vec::new(),
+        };
+        let raw = &file.raw;
+        let listeners = builder.listeners();
+        let listener_index: HashMap<&str, usize> = raw
+            .listeners
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let upstreams = builder.upstreams();
+        let plugins = builder.plugins(runtime);
+        let mut routes = Vec::new();
+        let mut seen = HashMap::new();
+        for route in &raw.routes {
+            let name = route.get_ref().name.get_ref();
+            if let Some(first) = seen.insert(name.clone(), route.get_ref().name.span()) {
+                let (line, _) = builder.file.problem(first, "").position.unwrap_or((0, 0));
+                builder.problem(
+                    route.get_ref().name.span(),
+                    format!("route `{name}` is defined twice (first at line {line}); route names must be unique"),
+                );
+                continue;
+            }
+            if let Some(route) =
+                builder.route(route.get_ref(), &listener_index, &upstreams, &plugins)
+            {
+                routes.push(route);
+            }
+        }
+        if builder.problems.is_empty() && raw.listeners.is_empty() {
+            builder.problems.push(Problem::whole_file(
+                "no listeners: add a [listeners.<name>] table with an `addr`".into(),
+            ));
+        }
+        if !builder.problems.is_empty() {
+            return Err(file.error(builder.problems));
+        }
+        let s = &raw.server;
+        Ok(Snapshot {
+            routes: RouteTable::new(routes),
+            listeners,
+            server: ServerSettings {
+                max_header_bytes: usize::try_from(s.max_header_bytes.as_u64())
+                    .unwrap_or(usize::MAX),
+                max_body_bytes: s.max_body_bytes.as_u64(),
+                header_timeout: s.header_timeout,
+                shutdown_grace: s.shutdown_grace,
+                trust_request_id: s.trust_request_id,
+            },
+        })
+    }
+}
+
+struct Builder<'a> {
+    file: &'a ConfigFile,
+    problems: Vec<Problem>,
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let problem = self.file.problem(span, message);
+        self.problems.push(problem);
+    }
+
+    fn listeners(&mut self) -> Vec<ListenerSpec> {
+        let mut specs = Vec::new();
+        for (name, listener) in &self.file.raw.listeners {
+            let tls = match &listener.tls {
+                None => None,
+                Some(t) => {
+                    let base = self.file.base_dir();
+                    match tls::server_config(&base.join(&t.cert), &base.join(&t.key)) {
+                        Ok(config) => Some(config),
+                        Err(e) => {
+                            self.problems
+                                .push(Problem::whole_file(format!("listener `{name}`: {e}")));
+                            None
+                        }
+                    }
+                }
+            };
+            specs.push(ListenerSpec {
+                name: name.clone(),
+                addr: listener.addr,
+                tls,
+            });
+        }
+        specs
+    }
+
+    fn upstreams(&mut self) -> HashMap<String, Arc<Upstream>> {
+        let mut upstreams = HashMap::new();
+        for (name, section) in &self.file.raw.upstreams {
+            let span = section.span();
+            let section = section.get_ref();
+            if section.targets.is_empty() {
+                self.problem(span, format!("upstream `{name}` has no targets"));
+                continue;
+            }
+            let mut targets = Vec::new();
+            for target in &section.targets {
+                match upstream::parse_target(target) {
+                    Ok(t) => targets.push(t),
+                    Err(e) => self.problem(span.clone(), format!("upstream `{name}`: {e}")),
+                }
+            }
+            let settings = UpstreamSettings {
+                connect_timeout: section.connect_timeout,
+                request_timeout: section.request_timeout,
+                idle_timeout: section.idle_timeout,
+                max_idle_per_target: section.max_idle_per_target,
+            };
+            upstreams.insert(
+                name.clone(),
+                Arc::new(Upstream::new(name, targets, &settings)),
+            );
+        }
+        upstreams
+    }
+
+    fn plugins(&mut self, runtime: &PluginRuntime) -> HashMap<String, Arc<LoadedPlugin>> {
+        let mut plugins = HashMap::new();
+        for (name, section) in &self.file.raw.plugins {
+            let section = section.get_ref();
+            let module = section.module.get_ref();
+            let bytes = match module.strip_prefix("builtin:") {
+                Some(builtin) => {
+                    match plugin::builtin(builtin) {
+                        Some(bytes) => std::borrow::Cow::Borrowed(bytes),
+                        None => {
+                            let known: Vec<_> =
+                                plugin::BUILTIN_PLUGINS.iter().map(|(n, _)| *n).collect();
+                            self.problem(
+                            section.module.span(),
+                            format!("plugin `{name}`: no built-in plugin `{builtin}` (built-ins: {})", known.join(", ")),
+                        );
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    let path = self.file.base_dir().join(module);
+                    match std::fs::read(&path) {
+                        Ok(bytes) => std::borrow::Cow::Owned(bytes),
+                        Err(e) => {
+                            self.problem(
+                                section.module.span(),
+                                format!(
+                                    "plugin `{name}`: cannot read module {}: {e}",
+                                    path.display()
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let settings = PluginSettings {
+                grants: section.grants.clone(),
+                timeout: section.timeout,
+                memory_limit: usize::try_from(section.memory_limit.as_u64()).unwrap_or(usize::MAX),
+                on_error: section.on_error,
+                isolation: section.isolation,
+            };
+            match runtime.load(name, &bytes, settings) {
+                Ok(loaded) => {
+                    plugins.insert(name.clone(), loaded);
+                }
+                Err(e) => self.problem(
+                    section.module.span(),
+                    format!("plugin `{name}` (module `{module}`): {e}"),
+                ),
+            }
+        }
+        plugins
+    }
+
+    fn route(
+        &mut self,
+        section: &RouteSection,
+        listener_index: &HashMap<&str, usize>,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+        plugins: &HashMap<String, Arc<LoadedPlugin>>,
+    ) -> Option<(Matcher, Arc<Route>)> {
+        let name = section.name.get_ref().as_str();
+        let before = self.problems.len();
+        let matcher = self.matcher(name, section, listener_index);
+        let upstream = match &section.upstream {
+            None => None,
+            Some(up) => match upstreams.get(up.get_ref()) {
+                Some(u) => Some(u.clone()),
+                None => {
+                    let known: BTreeMap<_, _> = upstreams.iter().collect();
+                    let known: Vec<_> = known.keys().map(|k| k.as_str()).collect();
+                    self.problem(
+                        up.span(),
+                        format!(
+                            "route `{name}`: unknown upstream `{}` (defined: {})",
+                            up.get_ref(),
+                            list(&known)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if section.upstream.is_none() && section.plugins.is_empty() {
+            self.problem(
+                section.name.span(),
+                format!(
+                    "route `{name}` has neither an `upstream` nor `plugins`: it could never answer"
+                ),
+            );
+        }
+        let mut chain = Vec::new();
+        for entry in &section.plugins {
+            let entry_span = entry.span();
+            let entry = entry.get_ref();
+            let plugin_name = entry.plugin.get_ref();
+            let Some(loaded) = plugins.get(plugin_name) else {
+                if !self.file.raw.plugins.contains_key(plugin_name) {
+                    let known: Vec<_> = self.file.raw.plugins.keys().map(String::as_str).collect();
+                    self.problem(
+                        entry.plugin.span(),
+                        format!(
+                            "route `{name}`: unknown plugin `{plugin_name}` (defined: {})",
+                            list(&known)
+                        ),
+                    );
+                }
+                continue;
+            };
+            let (config, config_span) = match &entry.config {
+                Some(c) => (c.get_ref().clone(), c.span()),
+                None => (toml::Table::new(), entry_span.clone()),
+            };
+            let json = match serde_json::to_string(&config) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.problem(config_span, format!("route `{name}`, plugin `{plugin_name}`: config cannot be passed to the plugin: {e}"));
+                    continue;
+                }
+            };
+            match PluginPool::new(loaded.clone(), name, json) {
+                Ok(Ok(pool)) => chain.push(pool),
+                Ok(Err(refused)) => {
+                    let at = refused
+                        .key
+                        .map(|k| format!(" key `{k}`"))
+                        .unwrap_or_default();
+                    self.problem(
+                        config_span,
+                        format!(
+                            "route `{name}`, plugin `{plugin_name}`: invalid config{at}: {}",
+                            refused.message
+                        ),
+                    );
+                }
+                Err(fault) => self.problem(
+                    entry_span,
+                    format!(
+                        "route `{name}`, plugin `{plugin_name}`: could not be configured: {}",
+                        fault.detail
+                    ),
+                ),
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let strip_prefix = match (&section.matcher.path_prefix, section.strip_prefix) {
+            (Some(prefix), true) => Some(prefix.get_ref().trim_end_matches('/').to_string()),
+            _ => None,
+        };
+        let route = Route {
+            name: name.into(),
+            upstream,
+            strip_prefix,
+            chain,
+        };
+        Some((matcher?, Arc::new(route)))
+    }
+
+    fn matcher(
+        &mut self,
+        name: &str,
+        section: &RouteSection,
+        listener_index: &HashMap<&str, usize>,
+    ) -> Option<Matcher> {
+        let m = &section.matcher;
+        let before = self.problems.len();
+        let mut listeners = Vec::new();
+        if let Some(names) = &section.listeners {
+            for l in names.get_ref() {
+                match listener_index.get(l.as_str()) {
+                    Some(i) => listeners.push(*i),
+                    None => {
+                        let known: Vec<_> = listener_index.keys().copied().collect();
+                        self.problem(
+                            names.span(),
+                            format!(
+                                "route `{name}`: unknown listener `{l}` (defined: {})",
+                                list(&known)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        let host = match &m.host {
+            None => HostMatch::Any,
+            Some(h) => HostMatch::parse(h.get_ref()).unwrap_or_else(|e| {
+                self.problem(h.span(), format!("route `{name}`: match.host {e}"));
+                HostMatch::Any
+            }),
+        };
+        let path = match (&m.path, &m.path_prefix) {
+            (Some(p), Some(_)) => {
+                self.problem(
+                    p.span(),
+                    format!("route `{name}`: use either match.path or match.path_prefix, not both"),
+                );
+                PathMatch::Any
+            }
+            (Some(p), None) => self
+                .path(name, "path", p)
+                .map_or(PathMatch::Any, PathMatch::Exact),
+            (None, Some(p)) => self
+                .path(name, "path_prefix", p)
+                .map_or(PathMatch::Any, PathMatch::Prefix),
+            (None, None) => PathMatch::Any,
+        };
+        if section.strip_prefix && m.path_prefix.is_none() {
+            self.problem(
+                section.name.span(),
+                format!("route `{name}`: strip_prefix needs match.path_prefix"),
+            );
+        }
+        let mut methods = Vec::new();
+        for method in m.methods.iter().flatten() {
+            match Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => self.problem(
+                    section.name.span(),
+                    format!("route `{name}`: `{method}` is not an HTTP method"),
+                ),
+            }
+        }
+        let mut headers = Vec::new();
+        for (header, value) in &m.headers {
+            match (
+                HeaderName::from_bytes(header.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(h), Ok(v)) => headers.push((h, v)),
+                _ => self.problem(
+                    section.name.span(),
+                    format!(
+                        "route `{name}`: match.headers has an invalid header `{header}: {value}`"
+                    ),
+                ),
+            }
+        }
+        (self.problems.len() == before).then_some(Matcher {
+            listeners,
+            host,
+            path,
+            methods,
+            headers,
+        })
+    }
+
+    fn path(&mut self, route: &str, key: &str, path: &toml::Spanned<String>) -> Option<String> {
+        let p = path.get_ref();
+        if !p.starts_with('/') {
+            self.problem(
+                path.span(),
+                format!("route `{route}`: match.{key} must start with `/`"),
+            );
+            return None;
+        }
+        Some(p.clone())
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let mut names = names.to_vec();
+    names.sort_unstable();
+    names.join(", ")
+}

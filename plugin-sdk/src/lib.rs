@@ -1,0 +1,361 @@
+//! Write wasmgate plugins in Rust.
+//!
+//! A plugin is a type with a serde config struct and the hooks it needs; `#[plugin]` on its
+//! `impl Plugin` block exports it as a WebAssembly component implementing the
+//! `wasmgate:plugin` contract:
+//!
+//! ```ignore
+//! use serde::Deserialize;
+//! use wasmgate_plugin_sdk::{plugin, Action, ConfigError, Context, Plugin, Request};
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     header: String,
+//! }
+//!
+//! struct RequireHeader {
+//!     header: String,
+//! }
+//!
+//! #[plugin]
+//! impl Plugin for RequireHeader {
+//!     type Config = Config;
+//!
+//!     fn configure(config: Config) -> Result<Self, ConfigError> {
+//!         Ok(Self { header: config.header })
+//!     }
+//!
+//!     fn on_request(&self, req: &Request, _ctx: &Context) -> Action {
+//!         match req.header(&self.header) {
+//!             Some(_) => Action::Continue,
+//!             None => Action::respond(Reply::new(400).text("missing header\n")),
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` file in
+//! `target/wasm32-wasip2/release/` is the component to name in the gateway config.
+//!
+//! The config is parsed once per route, when the gateway loads it: a field that does not fit
+//! `Config` becomes a [`ConfigError`] naming the key (e.g. `origins[2]`), and the gateway refuses
+//! the config with that message. Hooks run once per request on an already configured plugin.
+#![deny(missing_docs)]
+
+// The `#[plugin]` expansion and the generated bindings name this crate by its absolute path.
+extern crate self as wasmgate_plugin_sdk;
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use serde::de::DeserializeOwned;
+
+pub use wasmgate_plugin_sdk_macro::plugin;
+
+/// Bindings generated from the `wasmgate:plugin` WIT package.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_handler",
+        default_bindings_module: "::wasmgate_plugin_sdk::bindings",
+        runtime_path: "::wasmgate_plugin_sdk::__private::wit_bindgen::rt",
+        bitflags_path: "::wasmgate_plugin_sdk::__private::wit_bindgen::rt::bitflags",
+    });
+}
+
+pub use bindings::wasmgate::plugin::types::{
+    Action, ConfigError, Context, EditError, Hooks, Reply, Request, Response,
+};
+
+/// A wasmgate plugin: its config type, how it is built from that config, and its hooks.
+///
+/// Every hook has a default that does nothing; the `#[plugin]` attribute tells the gateway which
+/// hooks the `impl` block defines, so hooks left out are never called.
+pub trait Plugin: Sized + 'static {
+    /// The route's `config` table, deserialized with serde. Use
+    /// `#[serde(deny_unknown_fields)]` so a misspelt key is an error at load time.
+    type Config: DeserializeOwned;
+
+    /// Builds the plugin from its parsed config, once per route, when the gateway loads the
+    /// config. Check everything here (return [`ConfigError::at`] naming the key): request-time
+    /// code should never find the config wrong.
+    fn configure(config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// The hooks this configured plugin needs, out of those its `impl` block defines. Narrow it
+    /// when a config makes a hook a no-op (e.g. no response edits configured) so the gateway
+    /// skips the call. The default keeps every defined hook.
+    fn hooks(&self) -> Hooks {
+        Hooks::all()
+    }
+
+    /// Request phase, in chain order. The default continues to the next plugin.
+    fn on_request(&self, req: &Request, ctx: &Context) -> Action {
+        let _ = (req, ctx);
+        Action::Continue
+    }
+
+    /// Response phase, in reverse chain order. The default leaves the response as it is.
+    fn on_response(&self, req: &Request, resp: &Response, ctx: &Context) {
+        let _ = (req, resp, ctx);
+    }
+}
+
+impl ConfigError {
+    /// An error about one key of the config, e.g. `ConfigError::at("origins[1]", "not a URL")`.
+    pub fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the config as a whole.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl Action {
+    /// Answers the client with `reply` instead of calling the upstream.
+    pub fn respond(reply: Reply) -> Self {
+        Action::Respond(reply)
+    }
+}
+
+impl Reply {
+    /// A reply with this status, no headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a `text/plain; charset=utf-8` body.
+    pub fn text(self, body: impl Into<String>) -> Self {
+        self.header("content-type", "text/plain; charset=utf-8")
+            .body(body.into().into_bytes())
+    }
+
+    /// Sets an `application/json` body.
+    pub fn json(self, body: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+    }
+}
+
+/// Logging into the gateway's log; records carry the route and plugin names.
+pub mod log {
+    use crate::bindings::wasmgate::plugin::log::{self as host, Level};
+
+    fn write(level: Level, message: &str) {
+        host::log(level, message);
+    }
+
+    /// Whether debug records are written (to skip building expensive messages).
+    pub fn debug_enabled() -> bool {
+        host::enabled(Level::Debug)
+    }
+
+    /// Writes a debug record.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+
+    /// Writes an info record.
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+
+    /// Writes a warning.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+
+    /// Writes an error record.
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Time, through the host's `clock` capability (grant `clock` to the plugin in the config).
+pub mod clock {
+    use crate::bindings::wasmgate::plugin::clock as host;
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_millis() -> u64 {
+        host::now_millis()
+    }
+
+    /// A monotonic clock in nanoseconds.
+    pub fn monotonic_nanos() -> u64 {
+        host::monotonic_nanos()
+    }
+}
+
+/// HTTP field rules shared by plugins that take header names and values from their config.
+pub mod fields {
+    /// Fields the gateway manages itself (framing and hop-by-hop): edits to them are refused
+    /// with [`EditError::Forbidden`](crate::EditError::Forbidden).
+    pub const HOST_MANAGED: &[&str] = &[
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+
+    /// Whether `name` is a valid field name (an RFC 9110 token).
+    pub fn is_valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+
+    /// Whether `value` is a valid field value (visible ASCII, spaces and tabs; no line breaks).
+    pub fn is_valid_value(value: &str) -> bool {
+        value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    }
+
+    /// Checks a header name from a config: valid and not managed by the gateway.
+    pub fn check_name(name: &str) -> Result<(), String> {
+        if !is_valid_name(name) {
+            return Err(format!("`{name}` is not a valid header name"));
+        }
+        if HOST_MANAGED.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{name}` is managed by the gateway and cannot be edited"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Glue used by the `#[plugin]` expansion. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use crate::bindings::exports::wasmgate::plugin::handler::Guest;
+    pub use wit_bindgen;
+
+    pub type RequestParam<'a> = &'a Request;
+    pub type ResponseParam<'a> = &'a Response;
+    pub type ContextParam<'a> = &'a Context;
+
+    thread_local! {
+        /// The configured plugin of this instance (a component instance is single-threaded).
+        static CONFIGURED: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure<P: Plugin>(config: &str, hooks: Hooks) -> Result<Hooks, ConfigError> {
+        let parsed: P::Config = parse_config(config)?;
+        let plugin = P::configure(parsed)?;
+        let hooks = hooks & plugin.hooks();
+        CONFIGURED.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
+        Ok(hooks)
+    }
+
+    fn with_plugin<P: Plugin, R>(f: impl FnOnce(&P) -> R) -> R {
+        CONFIGURED.with(|slot| {
+            let slot = slot.borrow();
+            match slot.as_ref().and_then(|p| p.downcast_ref::<P>()) {
+                Some(plugin) => f(plugin),
+                // The host always configures an instance before calling a hook.
+                None => panic!("wasmgate plugin hook called before configure"),
+            }
+        })
+    }
+
+    pub fn on_request<P: Plugin>(req: &Request, ctx: &Context) -> Action {
+        with_plugin::<P, _>(|p| p.on_request(req, ctx))
+    }
+
+    pub fn on_response<P: Plugin>(req: &Request, resp: &Response, ctx: &Context) {
+        with_plugin::<P, _>(|p| p.on_response(req, resp, ctx))
+    }
+
+    /// Parses the JSON config, naming the key that does not fit.
+    pub fn parse_config<C: DeserializeOwned>(json: &str) -> Result<C, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            let message = strip_position(&err.inner().to_string());
+            ConfigError {
+                key: (path != ".").then_some(path),
+                message,
+            }
+        })
+    }
+
+    /// serde_json appends "at line L column C"; the JSON is generated by the host, so the
+    /// position means nothing to the operator, who reads the key instead.
+    fn strip_position(message: &str) -> String {
+        match message.rfind(" at line ") {
+            Some(at) => message[..at].to_string(),
+            None => message.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::__private::parse_config;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Cfg {
+        origins: Vec<String>,
+        #[serde(default)]
+        max_age: u32,
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_index() {
+        let err = parse_config::<Cfg>(r#"{"origins":["a", 7]}"#).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("origins[1]"));
+        assert_eq!(err.message, "invalid type: integer `7`, expected a string");
+    }
+
+    #[test]
+    fn missing_field_is_reported_without_json_positions() {
+        let err = parse_config::<Cfg>("{}").unwrap_err();
+        assert_eq!(err.key, None);
+        assert_eq!(err.message, "missing field `origins`");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse_config::<Cfg>(r#"{"origins":[],"max_agee":1}"#).unwrap_err();
+        assert!(err.message.contains("unknown field `max_agee`"), "{err:?}");
+    }
+}
