@@ -46,53 +46,43 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    match cli.command {
-        Command::Check { config } => match load(&config) {
-            Ok(snapshot) => {
-                let routes = snapshot.routes.iter().count();
-                println!("{}: ok ({routes} routes)", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(message) => {
-                eprintln!("{message}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run { config } => {
-            let snapshot = match load(&config) {
-                Ok(snapshot) => snapshot,
-                Err(message) => {
-                    eprintln!("{message}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(snapshot)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Command::Check { config } => runtime.block_on(load(&config)).map(|snapshot| {
+            let routes = snapshot.routes.iter().count();
+            println!("{}: ok ({routes} routes)", config.display());
+        }),
+        Command::Run { config } => runtime.block_on(async {
+            let snapshot = load(&config).await?;
+            serve(snapshot).await.map_err(|e| format!("error: {e:#}"))
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
         }
     }
 }
 
 /// Parses the config and builds a snapshot; the error text is ready to print.
-fn load(path: &std::path::Path) -> Result<Snapshot, String> {
+async fn load(path: &std::path::Path) -> Result<Snapshot, String> {
     let file = ConfigFile::load(path).map_err(|e| e.to_string())?;
     let runtime = PluginRuntime::new(&snapshot::runtime_options(&file))
         .map_err(|e| format!("error: {e:#}"))?;
-    Snapshot::build(&runtime, &file).map_err(|e| e.to_string())
+    Snapshot::build(&runtime, &file)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn serve(snapshot: Snapshot) -> anyhow::Result<()> {

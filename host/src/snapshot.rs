@@ -99,7 +99,10 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 impl Snapshot {
     /// Builds and validates a snapshot from `file`.
-    pub fn build(runtime: &PluginRuntime, file: &ConfigFile) -> Result<Snapshot, ConfigError> {
+    pub async fn build(
+        runtime: &PluginRuntime,
+        file: &ConfigFile,
+    ) -> Result<Snapshot, ConfigError> {
         let mut builder = Builder {
             file,
             problems: Vec::new(),
@@ -126,8 +129,9 @@ impl Snapshot {
                 );
                 continue;
             }
-            if let Some(route) =
-                builder.route(route.get_ref(), &listener_index, &upstreams, &plugins)
+            if let Some(route) = builder
+                .route(route.get_ref(), &listener_index, &upstreams, &plugins)
+                .await
             {
                 routes.push(route);
             }
@@ -138,6 +142,8 @@ impl Snapshot {
             ));
         }
         if !builder.problems.is_empty() {
+            // File order reads best; problems without a place come first.
+            builder.problems.sort_by_key(|p| p.position);
             return Err(file.error(builder.problems));
         }
         let s = &raw.server;
@@ -280,7 +286,7 @@ impl Builder<'_> {
         plugins
     }
 
-    fn route(
+    async fn route(
         &mut self,
         section: &RouteSection,
         listener_index: &HashMap<&str, usize>,
@@ -346,7 +352,7 @@ impl Builder<'_> {
                     continue;
                 }
             };
-            match PluginPool::new(loaded.clone(), name, json) {
+            match PluginPool::new(loaded.clone(), name, json).await {
                 Ok(Ok(pool)) => chain.push(pool),
                 Ok(Err(refused)) => {
                     let at = refused

@@ -26,6 +26,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub runtime: RuntimeSection,
     /// `[listeners.<name>]`: addresses to serve on.
+    #[serde(default)]
     pub listeners: BTreeMap<String, Listener>,
     /// `[upstreams.<name>]`: pools of backend servers.
     #[serde(default)]
@@ -43,8 +44,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[serde(deserialize_with = "size")]
     pub max_header_bytes: ByteSize,
     /// Largest request body accepted; larger gets 413.
+    #[serde(deserialize_with = "size")]
     pub max_body_bytes: ByteSize,
     /// Time a client has to send a complete request head.
     #[serde(with = "humantime_serde")]
@@ -156,7 +159,7 @@ pub struct PluginSection {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Linear-memory cap of one instance.
-    #[serde(default = "default_memory_limit")]
+    #[serde(default = "default_memory_limit", deserialize_with = "size")]
     pub memory_limit: ByteSize,
     /// `fail` (500) or `skip` (fail open) when the plugin traps, times out or runs out of memory.
     #[serde(default)]
@@ -174,6 +177,24 @@ fn default_timeout() -> Duration {
 }
 fn default_memory_limit() -> ByteSize {
     ByteSize::mib(32)
+}
+
+/// A size: a number of bytes or a string such as `"16 KiB"` or `"10MB"`.
+fn size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<ByteSize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(n) => Ok(ByteSize::b(n)),
+        Size::Text(text) => text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a size (write e.g. \"16 KiB\", \"10 MiB\" or a number of bytes)"
+            ))
+        }),
+    }
 }
 
 /// One `[[routes]]` entry.

@@ -33,7 +33,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        // Our host functions never block and stay synchronous; WASI's are async (its streams
+        // need the Tokio runtime), so hook calls are async too.
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "wasmgate:plugin/types.request": super::host::RequestHandle,
             "wasmgate:plugin/types.response": super::host::ResponseHandle,
@@ -132,6 +135,14 @@ impl Default for PluginSettings {
 /// Why a plugin module could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file does not start with the WebAssembly magic number.
+    #[error("not a WebAssembly file (it lacks the `\\0asm` header)")]
+    NotWasm,
+    /// A core module was given where a component is needed.
+    #[error(
+        "a core WebAssembly module, not a component: build it for the wasm32-wasip2 target, or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
     /// The bytes are not a component wasmtime can compile.
     #[error("not a valid WebAssembly component: {0:#}")]
     Compile(wasmtime::Error),
@@ -201,6 +212,7 @@ impl PluginRuntime {
         bytes: &[u8],
         settings: PluginSettings,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        check_component_header(bytes)?;
         let component = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, bytes),
             None => Component::new(&self.engine, bytes),
@@ -246,7 +258,7 @@ impl PluginRuntime {
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
         use bindings::wasmgate::plugin::{clock, log, types};
         let mut linker = Linker::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         for capability in &settings.grants {
             match capability {
@@ -279,6 +291,20 @@ pub fn reply_into_response(reply: contract::Reply) -> Result<http::Response<byte
         headers.append(header, value);
     }
     Ok(response)
+}
+
+/// Tells apart "not Wasm at all" and "a core module, not a component" before the compiler
+/// gives a less direct answer.
+fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT_LAYER: [u8; 2] = [0x01, 0x00];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm);
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.

@@ -80,7 +80,7 @@ pub struct PluginPool {
 impl PluginPool {
     /// Instantiates the plugin and configures it with `config` (JSON). A refused config comes
     /// back as the plugin's [`ConfigError`]; any other failure as the `Err` of the outer result.
-    pub fn new(
+    pub async fn new(
         plugin: Arc<LoadedPlugin>,
         route: &str,
         config: String,
@@ -98,7 +98,7 @@ impl PluginPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
         };
-        let (instance, configured) = pool.instantiate()?;
+        let (instance, configured) = pool.instantiate().await?;
         match configured {
             Ok(hooks) => pool.hooks = hooks,
             Err(refused) => return Ok(Err(refused)),
@@ -123,54 +123,67 @@ impl PluginPool {
     }
 
     /// Runs the request hook on `exchange`.
-    pub fn on_request(
+    pub async fn on_request(
         self: &Arc<Self>,
         exchange: Exchange,
     ) -> (Exchange, Result<Action, PluginFault>) {
-        self.call(exchange, |bindings, store| {
-            bindings.wasmgate_plugin_handler().call_on_request(
-                store,
-                Resource::new_borrow(0),
-                Resource::new_borrow(0),
-            )
-        })
-    }
-
-    /// Runs the response hook on `exchange` (whose `response` must be set).
-    pub fn on_response(
-        self: &Arc<Self>,
-        exchange: Exchange,
-    ) -> (Exchange, Result<(), PluginFault>) {
-        self.call(exchange, |bindings, store| {
-            let (req, resp, ctx): (
-                Resource<RequestHandle>,
-                Resource<ResponseHandle>,
-                Resource<ContextHandle>,
-            ) = (
-                Resource::new_borrow(0),
-                Resource::new_borrow(0),
-                Resource::new_borrow(0),
-            );
-            bindings
-                .wasmgate_plugin_handler()
-                .call_on_response(store, req, resp, ctx)
-        })
-    }
-
-    fn call<R>(
-        self: &Arc<Self>,
-        exchange: Exchange,
-        hook: impl FnOnce(&Plugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
-    ) -> (Exchange, Result<R, PluginFault>) {
-        let mut instance = match self.checkout() {
+        let mut instance = match self.prepare().await {
             Ok(instance) => instance,
             Err(fault) => return (exchange, Err(fault)),
         };
         instance.store.data_mut().exchange = exchange;
+        let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
+        let result = instance
+            .bindings
+            .wasmgate_plugin_handler()
+            .call_on_request(&mut instance.store, req, ctx)
+            .await;
+        self.finish(instance, result)
+    }
+
+    /// Runs the response hook on `exchange` (whose `response` must be set).
+    pub async fn on_response(
+        self: &Arc<Self>,
+        exchange: Exchange,
+    ) -> (Exchange, Result<(), PluginFault>) {
+        let mut instance = match self.prepare().await {
+            Ok(instance) => instance,
+            Err(fault) => return (exchange, Err(fault)),
+        };
+        instance.store.data_mut().exchange = exchange;
+        let (req, resp, ctx): (
+            Resource<RequestHandle>,
+            Resource<ResponseHandle>,
+            Resource<ContextHandle>,
+        ) = (
+            Resource::new_borrow(0),
+            Resource::new_borrow(0),
+            Resource::new_borrow(0),
+        );
+        let result = instance
+            .bindings
+            .wasmgate_plugin_handler()
+            .call_on_response(&mut instance.store, req, resp, ctx)
+            .await;
+        self.finish(instance, result)
+    }
+
+    /// An instance ready for a hook call, its deadline armed.
+    async fn prepare(&self) -> Result<Instance, PluginFault> {
+        let mut instance = self.checkout().await?;
         instance
             .store
             .set_epoch_deadline(self.plugin.deadline_ticks());
-        let result = hook(&instance.bindings, &mut instance.store);
+        Ok(instance)
+    }
+
+    /// Takes the exchange back from a finished call; returns the instance to the pool, or
+    /// discards it if the call failed.
+    fn finish<R>(
+        self: &Arc<Self>,
+        mut instance: Instance,
+        result: wasmtime::Result<R>,
+    ) -> (Exchange, Result<R, PluginFault>) {
         let exchange = std::mem::replace(&mut instance.store.data_mut().exchange, Exchange::idle());
         match result {
             Ok(value) => {
@@ -189,11 +202,11 @@ impl PluginPool {
         }
     }
 
-    fn checkout(&self) -> Result<Instance, PluginFault> {
+    async fn checkout(&self) -> Result<Instance, PluginFault> {
         if let Some(instance) = self.lock_idle().pop() {
             return Ok(instance);
         }
-        match self.instantiate()? {
+        match self.instantiate().await? {
             (instance, Ok(_)) => Ok(instance),
             (_, Err(refused)) => Err(PluginFault {
                 kind: FaultKind::Unavailable,
@@ -230,14 +243,14 @@ impl PluginPool {
             return;
         };
         let pool = Arc::clone(self);
-        runtime.spawn_blocking(move || {
-            if let Ok((instance, Ok(_))) = pool.instantiate() {
+        runtime.spawn(async move {
+            if let Ok((instance, Ok(_))) = pool.instantiate().await {
                 pool.checkin(instance);
             }
         });
     }
 
-    fn instantiate(&self) -> Result<(Instance, Result<Hooks, ConfigError>), PluginFault> {
+    async fn instantiate(&self) -> Result<(Instance, Result<Hooks, ConfigError>), PluginFault> {
         let settings = &self.plugin.settings;
         let limits = StoreLimitsBuilder::new()
             .memory_size(settings.memory_limit)
@@ -251,11 +264,13 @@ impl PluginPool {
         let bindings = self
             .plugin
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| self.fault(FaultKind::Unavailable, &e))?;
         let configured = bindings
             .wasmgate_plugin_handler()
             .call_configure(&mut store, &self.config)
+            .await
             .map_err(|e| self.fault(classify(&e), &e))?;
         Ok((Instance { store, bindings }, configured))
     }

@@ -134,7 +134,7 @@ async fn run_route<'r>(
             continue;
         }
         let timer = Instant::now();
-        let (back, result) = pool.on_request(exchange);
+        let (back, result) = pool.on_request(exchange).await;
         exchange = back;
         outcome.plugin_time += timer.elapsed();
         let fault = match result {
@@ -199,7 +199,7 @@ async fn run_route<'r>(
                 continue;
             }
             let timer = Instant::now();
-            let (back, result) = pool.on_response(exchange);
+            let (back, result) = pool.on_response(exchange).await;
             exchange = back;
             outcome.plugin_time += timer.elapsed();
             if let Err(fault) = result

@@ -66,6 +66,12 @@ impl Plugin for Echo {
             "headers": headers,
             "context": context,
         });
-        Action::respond(Reply::new(self.status).json(&body))
+        // Pretty-printed: the echo is read by people at a terminal.
+        let body = format!("{body:#}\n");
+        Action::respond(
+            Reply::new(self.status)
+                .header("content-type", "application/json")
+                .body(body.into_bytes()),
+        )
     }
 }

@@ -5,7 +5,7 @@
 //! Requests without those headers pass untouched, so one bad request never implies the next.
 
 use serde::Deserialize;
-use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, Response, plugin};
+use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, Response, log, plugin};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +14,9 @@ struct Config {}
 struct Fault;
 
 fn misbehave(kind: Option<String>) {
+    if let Some(kind) = &kind {
+        log::warn(&format!("misbehaving as asked: {kind}"));
+    }
     match kind.as_deref() {
         Some("trap") => panic!("fault plugin asked to trap"),
         Some("loop") => {

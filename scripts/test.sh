@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs wasmgate's whole test suite: the plugins' unit tests (native), then the workspace's unit
+# and end-to-end tests (the real binary with plugins built from plugins/ by host/build.rs).
+# Prints a closing "N passed, N failed" line over every test binary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --manifest-path plugins/Cargo.toml 2>&1 | tee -a "$log" || status=1
+cargo test --release --workspace 2>&1 | tee -a "$log" || status=1
+
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "%d passed, %d failed", p, f }' "$log")
+echo
+echo "summary: $summary"
+exit $status

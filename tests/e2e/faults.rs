@@ -1,0 +1,154 @@
+//! Broken plugins are contained: the request gets its status within the deadline, the instance
+//! is replaced, and every other request keeps being served.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+async fn fault_gateway(up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+
+[plugins.fault]
+module = "{fault}"
+timeout = "50ms"
+memory_limit = "16MiB"
+
+[plugins.fault-open]
+module = "{fault}"
+timeout = "50ms"
+memory_limit = "16MiB"
+on_error = "skip"
+
+[plugins.headers]
+module = "builtin:headers"
+
+[[routes]]
+name = "faulty"
+match = {{ path_prefix = "/faulty" }}
+upstream = "up"
+plugins = [
+  {{ use = "headers", config = {{ response = {{ set = {{ "x-outer" = "ran" }} }} }} }},
+  {{ use = "fault" }},
+]
+
+[[routes]]
+name = "fail-open"
+match = {{ path_prefix = "/open" }}
+upstream = "up"
+plugins = [{{ use = "fault-open" }}]
+
+[[routes]]
+name = "healthy"
+match = {{ path_prefix = "/healthy" }}
+upstream = "up"
+plugins = [{{ use = "headers", config = {{ request = {{ set = {{ "x-ok" = "1" }} }} }} }}]
+"#,
+        up = up.addr,
+        fault = plugin("fault"),
+    ))
+    .await
+}
+
+async fn assert_contained(kind: &str, header: &str, expected_log_kind: &str) {
+    let up = Upstream::echo().await;
+    let gw = fault_gateway(&up).await;
+    let c = client();
+
+    // The faulting request and a healthy one in flight at the same time.
+    let started = Instant::now();
+    let faulty = c.get(gw.url("/faulty")).header(header, kind).send();
+    let healthy = async {
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            statuses.push(
+                c.get(gw.url("/healthy"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        statuses
+    };
+    let (faulty, healthy) = tokio::join!(faulty, healthy);
+    let faulty = faulty.unwrap();
+    assert_eq!(faulty.status(), 500, "{kind}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{kind} answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        healthy,
+        vec![200; 10],
+        "other routes keep answering during a {kind}"
+    );
+    if header == "x-fault-response" {
+        assert_eq!(
+            faulty.headers()["x-outer"],
+            "ran",
+            "earlier plugins still see the 500"
+        );
+    }
+    assert_eq!(
+        faulty.text().await.unwrap(),
+        "a plugin failed while handling the request\n"
+    );
+
+    // The next requests on the same route succeed on a fresh instance.
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(gw.url("/faulty")).send().await.unwrap().status(),
+            200,
+            "after a {kind}"
+        );
+    }
+
+    let fault_log = gw
+        .find_log(|l| l["target"] == "wasmgate::plugin" && l["level"] == "ERROR")
+        .expect("the fault is logged");
+    assert_eq!(fault_log["plugin"], "fault");
+    assert_eq!(fault_log["route"], "faulty");
+    assert_eq!(fault_log["kind"], expected_log_kind);
+}
+
+#[tokio::test]
+async fn a_trapping_plugin_gets_500_and_is_replaced() {
+    assert_contained("trap", "x-fault", "trap").await;
+}
+
+#[tokio::test]
+async fn a_plugin_that_loops_forever_is_stopped_at_its_deadline() {
+    assert_contained("loop", "x-fault", "timeout").await;
+}
+
+#[tokio::test]
+async fn a_plugin_that_eats_memory_is_stopped_at_its_limit() {
+    assert_contained("grow", "x-fault", "memory-limit").await;
+}
+
+#[tokio::test]
+async fn a_fault_in_the_response_phase_becomes_500_and_earlier_plugins_still_run() {
+    assert_contained("trap", "x-fault-response", "trap").await;
+}
+
+#[tokio::test]
+async fn a_fail_open_plugin_is_skipped_and_the_request_proceeds() {
+    let up = Upstream::echo().await;
+    let gw = fault_gateway(&up).await;
+    let c = client();
+    for kind in ["trap", "loop", "grow"] {
+        let resp = c
+            .get(gw.url("/open"))
+            .header("x-fault", kind)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{kind} with on_error = skip");
+    }
+    assert_eq!(up.hits(), 3);
+}

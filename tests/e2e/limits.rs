@@ -1,0 +1,169 @@
+//! Upstream failures and request limits: the right status, quickly, and nothing else disturbed.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+async fn gateway_to(targets: &str, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[server]
+max_header_bytes = "16KiB"
+max_body_bytes = "1MiB"
+{extra}
+[upstreams.up]
+targets = [{targets}]
+request_timeout = "300ms"
+connect_timeout = "300ms"
+[[routes]]
+name = "r"
+upstream = "up"
+"#
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn refused_upstream_connection_is_502() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = gateway_to(&format!("\"{dead}\""), "").await;
+    let resp = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.text().await.unwrap(), "upstream unreachable\n");
+    let log = gw
+        .find_log(|l| l["target"] == "wasmgate::upstream")
+        .expect("upstream fault logged");
+    assert_eq!(log["upstream"], "up");
+}
+
+#[tokio::test]
+async fn hanging_upstream_is_504_at_the_request_timeout() {
+    let hang = Upstream::start(Behaviour::Hang).await;
+    let gw = gateway_to(&format!("\"{}\"", hang.addr), "").await;
+    let started = Instant::now();
+    let resp = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "").await;
+    let resp = client()
+        .get(gw.url("/"))
+        .header("x-big", "a".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    assert_eq!(up.hits(), 0);
+    // The limit leaves room for ordinary large headers.
+    let resp = client()
+        .get(gw.url("/"))
+        .header("x-big", "a".repeat(8_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn declared_oversized_body_is_413_without_reaching_the_upstream() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "").await;
+    let resp = client()
+        .post(gw.url("/"))
+        .body(vec![b'x'; 1_048_577])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(up.hits(), 0);
+    let resp = client()
+        .post(gw.url("/"))
+        .body(vec![b'x'; 1_048_576])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "exactly the limit is accepted");
+}
+
+#[tokio::test]
+async fn streamed_oversized_body_is_413() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "").await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b'x'; 100_000])).collect();
+    let body = reqwest::Body::wrap_stream(futures_stream(chunks));
+    let resp = client().post(gw.url("/")).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+fn futures_stream(
+    items: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + Sync + 'static {
+    struct Iter(std::vec::IntoIter<Result<Vec<u8>, std::io::Error>>);
+    impl futures_core::Stream for Iter {
+        type Item = Result<Vec<u8>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Iter(items.into_iter())
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_the_gateway_keeps_serving() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "").await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n"[..],
+        b"NOT-HTTP\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ] {
+        let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+        conn.write_all(garbage).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{garbage:?} got {answer:?}"
+        );
+    }
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_cut_off() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "header_timeout = \"500ms\"").await;
+    let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "connection closed by the gateway, not left open"
+    );
+}

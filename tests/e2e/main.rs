@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `wasmgate` binary, plugins built from `plugins/`, real upstream
+//! servers and clients on loopback sockets.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod chain;
+mod cli;
+mod cors;
+mod faults;
+mod limits;
+mod protocols;
+mod routing;
+mod support;

@@ -1,0 +1,322 @@
+//! Test harness: real upstream servers on `127.0.0.1:0` and the real `wasmgate` binary.
+//!
+//! ```ignore
+//! let up = Upstream::echo().await;
+//! let gw = Gateway::start(&format!(r#"... targets = ["{}"] ..."#, up.addr)).await;
+//! let resp = client().get(gw.url("/api")).send().await?;
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// Directory holding the plugins built from `plugins/`.
+pub const PLUGIN_DIR: &str = env!("WASMGATE_PLUGIN_DIR");
+
+/// Path of a built plugin, e.g. `plugin("fault")`.
+pub fn plugin(name: &str) -> String {
+    format!("{PLUGIN_DIR}/{name}.wasm")
+}
+
+/// What a test upstream does with each request.
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    /// Answer 200 with a JSON description of the request.
+    Echo,
+    /// Never answer.
+    Hang,
+    /// Answer like `Echo` after a delay.
+    Slow(Duration),
+}
+
+/// An HTTP/1.1 server on a loopback port.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn echo() -> Self {
+        Self::start(Behaviour::Echo).await
+    }
+
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        respond(behaviour, addr, req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, hits, task }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(
+    behaviour: Behaviour,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    match behaviour {
+        Behaviour::Hang => std::future::pending::<()>().await,
+        Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
+        Behaviour::Echo => {}
+    }
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(value.to_str().unwrap_or("<binary>").to_owned());
+    }
+    let description = json!({
+        "upstream": addr.to_string(),
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sha256": hex(&Sha256::digest(&body)),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream-header", "kept".parse().unwrap());
+    resp.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(resp)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A running `wasmgate run` process.
+pub struct Gateway {
+    child: Child,
+    addrs: BTreeMap<String, SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The config's first listener is named `main` unless the test names its own.
+pub const MAIN_LISTENER: &str = "[listeners.main]\naddr = \"127.0.0.1:0\"\n";
+
+impl Gateway {
+    /// Starts the binary on `config` and waits until every listener is bound.
+    pub async fn start(config: &str) -> Self {
+        Self::try_start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn try_start(config: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let listeners = config.matches("[listeners.").count();
+        let config_path = path.clone();
+        tokio::task::spawn_blocking(move || Self::spawn(config_path, listeners, dir))
+            .await
+            .unwrap()
+    }
+
+    fn spawn(path: PathBuf, listeners: usize, dir: tempfile::TempDir) -> Result<Self, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["--log-format", "json", "run"])
+            .arg(&path)
+            .env("WASMGATE_CACHE_DIR", cache_dir())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while addrs.len() < listeners {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let logs = logs.lock().unwrap().join("\n");
+                    return Err(format!("gateway did not start:\n{logs}"));
+                }
+            };
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["message"] == "listening"
+            {
+                let name = event["listener"].as_str().unwrap().to_owned();
+                let addr = event["addr"].as_str().unwrap().parse().unwrap();
+                addrs.insert(name, addr);
+            }
+        }
+        Ok(Self {
+            child,
+            addrs,
+            logs,
+            _dir: dir,
+        })
+    }
+
+    /// Address of the listener `name`.
+    pub fn addr_of(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// Address of the `main` listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr_of("main")
+    }
+
+    /// `http://<main listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Log lines so far, parsed.
+    pub fn logs(&self) -> Vec<Value> {
+        let lines = self.logs.lock().unwrap().clone();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The first log line that satisfies `pred`, waiting up to 5 s for it to be written
+    /// (the log is read from the gateway's stderr in the background).
+    pub fn find_log(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
+                return Some(line);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit (after `terminate`).
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Compiled plugins are cached across the test run, like a real deployment's cache.
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmgate-cache")
+}
+
+/// An HTTP client that never reuses connections across tests and has no proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The JSON body of a response.
+pub async fn json(resp: reqwest::Response) -> Value {
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The first value the echo upstream saw for a request header.
+pub fn seen_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"][name][0].as_str()
+}
+
+/// Runs `wasmgate` with `args`, returning (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(args)
+        .current_dir(cwd)
+        .env("WASMGATE_CACHE_DIR", cache_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
