@@ -46,26 +46,29 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = match cli.command {
-        Command::Check { config } => runtime.block_on(load(&config)).map(|snapshot| {
-            let routes = snapshot.routes.iter().count();
-            println!("{}: ok ({routes} routes)", config.display());
-        }),
-        Command::Run { config } => runtime.block_on(async {
-            let snapshot = load(&config).await?;
-            serve(snapshot).await.map_err(|e| format!("error: {e:#}"))
-        }),
-    };
+    let (Command::Check { config: path } | Command::Run { config: path }) = &cli.command;
+    let outcome = ConfigFile::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            // This thread loads the config and waits for signals; workers run their own runtimes.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("error: cannot start the async runtime: {e}"))?;
+            runtime.block_on(async {
+                let snapshot = build(&file).await?;
+                match cli.command {
+                    Command::Check { .. } => {
+                        let routes = snapshot.routes.iter().count();
+                        println!("{}: ok ({routes} routes)", path.display());
+                        Ok(())
+                    }
+                    Command::Run { .. } => {
+                        serve(snapshot).await.map_err(|e| format!("error: {e:#}"))
+                    }
+                }
+            })
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -75,20 +78,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses the config and builds a snapshot; the error text is ready to print.
-async fn load(path: &std::path::Path) -> Result<Snapshot, String> {
-    let file = ConfigFile::load(path).map_err(|e| e.to_string())?;
-    let runtime = PluginRuntime::new(&snapshot::runtime_options(&file))
+/// Builds a snapshot from a parsed config; the error text is ready to print.
+async fn build(file: &ConfigFile) -> Result<Snapshot, String> {
+    let runtime = PluginRuntime::new(&snapshot::runtime_options(file))
         .map_err(|e| format!("error: {e:#}"))?;
-    Snapshot::build(&runtime, &file)
+    Snapshot::build(&runtime, file)
         .await
         .map_err(|e| e.to_string())
 }
 
 async fn serve(snapshot: Snapshot) -> anyhow::Result<()> {
-    let gateway = Gateway::bind(snapshot).await?;
-    gateway.serve(shutdown_signal()).await;
-    Ok(())
+    let gateway = Gateway::bind(snapshot)?;
+    gateway.serve(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -106,3 +107,8 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
+
+// glibc malloc showed up at ~5 % of a proxied request's CPU; mimalloc's thread-local free
+// lists suit the thread-per-core workers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,7 +1,13 @@
-//! Listeners: accept connections, terminate TLS, speak HTTP/1.1 and HTTP/2 (h2c by preface,
-//! h2 by ALPN), hand requests to the proxy on the current snapshot, and drain gracefully on
-//! shutdown.
+//! Listeners and workers: accept connections, terminate TLS, speak HTTP/1.1 and HTTP/2 (h2c by
+//! preface, h2 by ALPN), hand requests to the proxy on the current snapshot, and drain
+//! gracefully on shutdown.
+//!
+//! The gateway runs thread-per-core, like nginx: each worker thread has its own single-threaded
+//! Tokio runtime and its own `SO_REUSEPORT` socket on every listener, so the kernel spreads
+//! connections across workers and a request never leaves the thread that accepted it (no
+//! work-stealing, no cross-thread wake-ups, upstream connections local to the worker).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,31 +25,49 @@ use crate::snapshot::{ServerSettings, Snapshot};
 
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pending connections the kernel queues per worker socket.
+const BACKLOG: i32 = 4096;
 
-/// A running gateway: bound listeners serving the current snapshot.
+thread_local! {
+    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Index of the worker thread running the caller (0 outside workers).
+pub fn worker_index() -> usize {
+    WORKER_INDEX.with(Cell::get)
+}
+
+/// A gateway with its listeners bound, ready to serve.
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     bound: Vec<(String, SocketAddr)>,
-    listeners: Vec<TcpListener>,
+    /// `sockets[worker][listener]`.
+    sockets: Vec<Vec<std::net::TcpListener>>,
 }
 
 impl Gateway {
-    /// Binds every listener of `snapshot`.
-    pub async fn bind(snapshot: Snapshot) -> anyhow::Result<Self> {
-        let mut listeners = Vec::new();
+    /// Binds every listener of `snapshot`, one `SO_REUSEPORT` socket per worker. A listener on
+    /// port 0 gets one free port shared by all its workers.
+    pub fn bind(snapshot: Snapshot) -> anyhow::Result<Self> {
+        let workers = snapshot.server.workers;
         let mut bound = Vec::new();
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         for spec in &snapshot.listeners {
-            let listener = TcpListener::bind(spec.addr).await.map_err(|e| {
-                anyhow::anyhow!("listener `{}`: cannot bind {}: {e}", spec.name, spec.addr)
-            })?;
-            let addr = listener.local_addr()?;
+            let mut addr = spec.addr;
+            for worker in sockets.iter_mut() {
+                let socket = reuseport_listener(addr).map_err(|e| {
+                    anyhow::anyhow!("listener `{}`: cannot bind {addr}: {e}", spec.name)
+                })?;
+                addr = socket.local_addr()?;
+                worker.push(socket);
+            }
             bound.push((spec.name.clone(), addr));
-            listeners.push(listener);
         }
         Ok(Self {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             bound,
-            listeners,
+            sockets,
         })
     }
 
@@ -54,38 +78,121 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish within the snapshot's grace period.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let settings = self.snapshot.load().server.clone();
-        let mut accept_loops = Vec::new();
-        for (index, listener) in self.listeners.into_iter().enumerate() {
-            let snapshot = self.snapshot.clone();
-            let tls = snapshot.load().listeners[index].tls.clone();
-            let (name, addr) = self.bound[index].clone();
-            tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
-            let accept = AcceptLoop {
+        for (name, addr) in &self.bound {
+            let tls = self
+                .snapshot
+                .load()
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && l.tls.is_some());
+            tracing::info!(listener = %name, %addr, tls, workers = settings.workers, "listening");
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (index, sockets) in self.sockets.into_iter().enumerate() {
+            let worker = Worker {
                 index,
-                listener,
-                tls: tls.map(tokio_rustls::TlsAcceptor::from),
-                snapshot,
-                http: http_builder(&settings),
-                graceful: graceful.clone(),
+                sockets,
+                snapshot: self.snapshot.clone(),
                 stop: stop_rx.clone(),
             };
-            accept_loops.push(tokio::spawn(accept.run()));
+            let thread = std::thread::Builder::new()
+                .name(format!("wasmgate-worker-{index}"))
+                .spawn(move || worker.run())?;
+            threads.push(thread);
         }
 
         shutdown.await;
         tracing::info!(grace = ?settings.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a worker thread panicked during shutdown");
+                }
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// One worker thread: a single-threaded runtime serving its own sockets.
+struct Worker {
+    index: usize,
+    sockets: Vec<std::net::TcpListener>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) {
+        WORKER_INDEX.with(|i| i.set(self.index));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "cannot start a worker runtime");
+                return;
+            }
+        };
+        runtime.block_on(self.serve());
+    }
+
+    async fn serve(self) {
+        let settings = self.snapshot.load().server.clone();
+        let http = Arc::new(http_builder(&settings));
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut accept_loops = Vec::new();
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let listener = match TcpListener::from_std(socket) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(worker = self.index, error = %e, "cannot register a listener");
+                    continue;
+                }
+            };
+            let tls = self.snapshot.load().listeners[index].tls.clone();
+            let accept = AcceptLoop {
+                index,
+                listener,
+                tls: tls.map(tokio_rustls::TlsAcceptor::from),
+                snapshot: self.snapshot.clone(),
+                http: http.clone(),
+                graceful: graceful.clone(),
+                stop: self.stop.clone(),
+            };
+            accept_loops.push(tokio::spawn(accept.run()));
+        }
         for task in accept_loops {
             let _ = task.await;
         }
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+        // The accept loops are done, so this is the last reference.
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
         match tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("all connections closed"),
-            Err(_) => tracing::warn!("grace period over: closing the remaining connections"),
+            Ok(()) => tracing::debug!(worker = self.index, "all connections closed"),
+            Err(_) => tracing::warn!(
+                worker = self.index,
+                "grace period over: closing the remaining connections"
+            ),
         }
     }
 }
@@ -110,14 +217,13 @@ struct AcceptLoop {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    http: auto::Builder<TokioExecutor>,
+    http: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     stop: watch::Receiver<bool>,
 }
 
 impl AcceptLoop {
     async fn run(mut self) {
-        let http = Arc::new(self.http);
         loop {
             let (stream, client) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -139,25 +245,22 @@ impl AcceptLoop {
             };
             let snapshot = self.snapshot.clone();
             let service = service_fn(move |req| {
+                // A request runs on the snapshot current when it starts, even across a reload.
                 let snapshot = snapshot.load_full();
                 async move {
                     Ok::<_, std::convert::Infallible>(proxy::handle(snapshot, conn, req).await)
                 }
             });
-            let http = http.clone();
+            let http = self.http.clone();
             let watcher = self.graceful.watcher();
-            match &self.tls {
-                None => {
-                    tokio::spawn(async move {
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                let result = match tls {
+                    None => {
                         let conn = http.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            tracing::debug!(%client, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
                         let stream = match tokio::time::timeout(
                             TLS_HANDSHAKE_TIMEOUT,
                             acceptor.accept(stream),
@@ -166,21 +269,18 @@ impl AcceptLoop {
                         {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
-                                tracing::debug!(%client, error = %e, "TLS handshake failed");
-                                return;
+                                return tracing::debug!(%client, error = %e, "TLS handshake failed");
                             }
-                            Err(_) => {
-                                tracing::debug!(%client, "TLS handshake timed out");
-                                return;
-                            }
+                            Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
                         };
                         let conn = http.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            tracing::debug!(%client, error = %e, "connection ended with an error");
-                        }
-                    });
+                        watcher.watch(conn.into_owned()).await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
-            }
+            });
         }
     }
 }

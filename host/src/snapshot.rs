@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Keep well-formed client request ids.
     pub trust_request_id: bool,
+    /// Worker threads.
+    pub workers: usize,
 }
 
 /// A listener to bind.
@@ -115,7 +117,12 @@ impl Snapshot {
             .enumerate()
             .map(|(i, name)| (name.as_str(), i))
             .collect();
-        let upstreams = builder.upstreams();
+        let workers = raw
+            .server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let upstreams = builder.upstreams(workers);
         let plugins = builder.plugins(runtime);
         let mut routes = Vec::new();
         let mut seen = HashMap::new();
@@ -157,6 +164,7 @@ impl Snapshot {
                 header_timeout: s.header_timeout,
                 shutdown_grace: s.shutdown_grace,
                 trust_request_id: s.trust_request_id,
+                workers,
             },
         })
     }
@@ -199,7 +207,7 @@ impl Builder<'_> {
         specs
     }
 
-    fn upstreams(&mut self) -> HashMap<String, Arc<Upstream>> {
+    fn upstreams(&mut self, workers: usize) -> HashMap<String, Arc<Upstream>> {
         let mut upstreams = HashMap::new();
         for (name, section) in &self.file.raw.upstreams {
             let span = section.span();
@@ -223,7 +231,7 @@ impl Builder<'_> {
             };
             upstreams.insert(
                 name.clone(),
-                Arc::new(Upstream::new(name, targets, &settings)),
+                Arc::new(Upstream::new(name, targets, &settings, workers)),
             );
         }
         upstreams

@@ -29,28 +29,25 @@ pub struct Upstream {
     name: String,
     targets: Vec<Authority>,
     next: AtomicUsize,
-    client: Client<HttpConnector, ProxyBody>,
+    /// One connection pool per worker thread, so a connection is only used by the thread
+    /// whose runtime drives it.
+    clients: Vec<Client<HttpConnector, ProxyBody>>,
     request_timeout: Duration,
 }
 
 impl Upstream {
-    /// An upstream over `targets` (each `host:port`).
-    pub fn new(name: &str, targets: Vec<Authority>, settings: &UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_target)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+    /// An upstream over `targets` (each `host:port`), with a pool for each of `workers`.
+    pub fn new(
+        name: &str,
+        targets: Vec<Authority>,
+        settings: &UpstreamSettings,
+        workers: usize,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             targets,
             next: AtomicUsize::new(0),
-            client,
+            clients: (0..workers.max(1)).map(|_| client(settings)).collect(),
             request_timeout: settings.request_timeout,
         }
     }
@@ -66,15 +63,28 @@ impl Upstream {
         &self.targets[i % self.targets.len()]
     }
 
-    /// The pooled HTTP client.
+    /// The calling worker's pooled HTTP client.
     pub fn client(&self) -> &Client<HttpConnector, ProxyBody> {
-        &self.client
+        &self.clients[crate::server::worker_index() % self.clients.len()]
     }
 
     /// Time allowed for the response head.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+}
+
+fn client(settings: &UpstreamSettings) -> Client<HttpConnector, ProxyBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(settings.idle_timeout)
+        .pool_max_idle_per_host(settings.max_idle_per_target)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Parses a target as written in the config (`host:port`; the port is required).

@@ -57,6 +57,8 @@ pub struct ServerSection {
     pub shutdown_grace: Duration,
     /// Keep a client's `X-Request-Id` (when well-formed) instead of always minting one.
     pub trust_request_id: bool,
+    /// Worker threads serving requests (default: one per CPU core).
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -67,6 +69,7 @@ impl Default for ServerSection {
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             trust_request_id: true,
+            workers: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -63,14 +64,15 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
     let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
+    // Kept for the access log (a reference-counted copy, not a new string).
+    let uri = parts.uri.clone();
 
     let route = {
         let info = RequestInfo {
             listener: conn.listener,
             host: authority(&parts),
             method: &parts.method,
-            path: &path,
+            path: uri.path(),
             headers: &parts.headers,
         };
         snapshot.routes.find(&info).cloned()
@@ -102,7 +104,7 @@ pub async fn handle(
         request_id = request_id.to_str().unwrap_or("-"),
         client = %conn.client.ip(),
         method = %method,
-        path,
+        path = uri.path(),
         route = outcome.route.unwrap_or("-"),
         upstream = outcome.upstream.unwrap_or("-"),
         status = response.status().as_u16(),
@@ -317,17 +319,25 @@ async fn forward(
 }
 
 /// The path and query sent upstream, with the route's prefix removed when configured.
-fn upstream_path(uri: &Uri, strip_prefix: Option<&str>) -> String {
+fn upstream_path(uri: &Uri, strip_prefix: Option<&str>) -> PathAndQuery {
     let path = uri.path();
-    let path = match strip_prefix.and_then(|p| path.strip_prefix(p)) {
+    let stripped = match strip_prefix.and_then(|p| path.strip_prefix(p)) {
         Some("") => "/",
         Some(rest) if rest.starts_with('/') => rest,
-        _ => path,
+        // Unchanged: share the original bytes instead of copying them.
+        _ => {
+            return uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        }
     };
-    match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    }
+    let rewritten = match uri.query() {
+        Some(q) => format!("{stripped}?{q}"),
+        None => stripped.to_owned(),
+    };
+    // A suffix of a valid path, plus the original query, is a valid path and query.
+    PathAndQuery::try_from(rewritten).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 /// The authority the client addressed: HTTP/2 `:authority`, else the `Host` header.

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# End-to-end load test: wasmgate side by side with nginx, in one run on this machine.
+#
+# A fast upstream (nginx `return 200`) serves every proxy. Each proxy runs one worker pinned to
+# core 1 with the upstream; wrk is pinned to core 0 and sends `Origin:` on every request so the
+# CORS code paths run. Rounds are interleaved (A B C …, A B C …) and medians reported.
+#
+#   bash bench/run.sh                 # 3 rounds of 10 s per target
+#   ROUNDS=5 DURATION=20s bash bench/run.sh
+#
+# Needs: nginx, wrk (apt-get install nginx wrk), a release build of wasmgate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+ORIGIN="https://app.example.com"
+for tool in nginx wrk taskset; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
+done
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+nginx_conf() { # name, server block
+  cat > "$work/$1.conf" <<CONF
+worker_processes 1;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/$1-body;
+  proxy_temp_path $work/$1-proxy;
+  upstream backend { server 127.0.0.1:19000; keepalive 1024; }
+  $2
+}
+CONF
+}
+nginx_conf upstream 'server { listen 127.0.0.1:19000 backlog=4096; location / { return 200 "ok"; } }'
+nginx_conf proxy 'server {
+    listen 127.0.0.1:19001 backlog=4096;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location / { proxy_pass http://backend; }
+    location /cors {
+      # proxy_set_header here replaces the inherited ones: repeat Connection for keep-alive.
+      proxy_set_header Connection "";
+      proxy_set_header X-Api-Version 1;
+      add_header Access-Control-Allow-Origin $http_origin always;
+      add_header Vary Origin always;
+      add_header X-Served-By wasmgate always;
+      proxy_pass http://backend;
+    }
+  }'
+cat > "$work/wasmgate.toml" <<CONF
+[server]
+workers = 1
+[listeners.main]
+addr = "127.0.0.1:19002"
+[upstreams.backend]
+targets = ["127.0.0.1:19000"]
+[plugins.cors]
+module = "builtin:cors"
+[plugins.headers]
+module = "builtin:headers"
+[[routes]]
+name = "cors"
+match = { path_prefix = "/cors" }
+upstream = "backend"
+plugins = [
+  { use = "cors", config = { origins = ["$ORIGIN"] } },
+  { use = "headers", config = { request = { set = { "x-api-version" = "1" } }, response = { set = { "x-served-by" = "wasmgate" } } } },
+]
+[[routes]]
+name = "plain"
+upstream = "backend"
+CONF
+
+taskset -c 1 nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+taskset -c 1 nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!)
+# Access logging off, as for nginx.
+RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate.toml" & pids+=($!)
+sleep 1
+for port in 19000 19001 19002; do
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
+done
+
+targets=(
+  "direct (upstream, no proxy)|http://127.0.0.1:19000/"
+  "nginx proxy_pass|http://127.0.0.1:19001/"
+  "nginx + CORS/header directives|http://127.0.0.1:19001/cors"
+  "wasmgate, no plugins|http://127.0.0.1:19002/"
+  "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors"
+)
+
+to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+cpu_busy() { # % of both cores busy over half a second, before a run starts
+  read -r _ u1 n1 s1 i1 w1 q1 sq1 _ < /proc/stat
+  sleep 0.5
+  read -r _ u2 n2 s2 i2 w2 q2 sq2 _ < /proc/stat
+  awk -v b=$(( (u2+n2+s2+q2+sq2) - (u1+n1+s1+q1+sq1) )) -v i=$(( (i2+w2) - (i1+w1) )) 'BEGIN { printf "%.0f", 100 * b / (b + i) }'
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+  for i in "${!targets[@]}"; do
+    url=${targets[$i]#*|}
+    busy=$(cpu_busy)
+    out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Origin: $ORIGIN" "$url")
+    rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
+    echo "$i $rps $p50 $p99" >> "$work/results"
+    printf 'round %d  %-34s %10s req/s  p50 %6s ms  p99 %6s ms  (cpu busy before: %s%%) %s\n' \
+      "$round" "${targets[$i]%|*}" "$rps" "$p50" "$p99" "$busy" "$errors"
+  done
+done
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+nginx_rps=$(awk '$1 == 1 { print $2 }' "$work/results" | median)
+nginx_p99=$(awk '$1 == 1 { print $4 }' "$work/results" | median)
+echo
+echo "Medians of $ROUNDS rounds, wrk -t1 -c$CONNECTIONS -d$DURATION, proxies on one core:"
+printf '| %-34s | %10s | %8s | %8s | %13s |\n' "target" "req/s" "p50 ms" "p99 ms" "vs nginx req/s"
+printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "------------" "----------" "----------" "---------------"
+for i in "${!targets[@]}"; do
+  rps=$(awk -v i="$i" '$1 == i { print $2 }' "$work/results" | median)
+  p50=$(awk -v i="$i" '$1 == i { print $3 }' "$work/results" | median)
+  p99=$(awk -v i="$i" '$1 == i { print $4 }' "$work/results" | median)
+  ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2fx", a / b }')
+  printf '| %-34s | %10s | %8s | %8s | %13s |\n' "${targets[$i]%|*}" "$rps" "$p50" "$p99" "$ratio"
+done
+echo "(nginx proxy_pass p99: $nginx_p99 ms)"
