@@ -179,3 +179,44 @@ plugins = [{{ use = "echo" }}]
     let resp = client().get(gw.url("/from-file")).send().await.unwrap();
     assert_eq!(json(resp).await["path"], "/from-file");
 }
+
+#[tokio::test]
+async fn the_context_carries_values_along_the_chain_and_never_to_the_next_request() {
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[plugins.testkit]
+module = "{}"
+[plugins.echo]
+module = "builtin:echo"
+[[routes]]
+name = "ctx"
+plugins = [{{ use = "testkit", config = {{ expose_context = ["tenant"] }} }}, {{ use = "echo", config = {{ context = ["tenant"] }} }}]
+"#,
+        plugin("testkit")
+    ))
+    .await;
+    let c = client();
+    let resp = c
+        .get(gw.url("/"))
+        .header("x-context-set", "tenant=acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-context-tenant"],
+        "acme",
+        "the response hook reads what the request hook stored"
+    );
+    assert_eq!(
+        json(resp).await["context"]["tenant"],
+        "acme",
+        "a later plugin reads it"
+    );
+
+    // Same pooled instances, new request: nothing left over.
+    for _ in 0..4 {
+        let resp = c.get(gw.url("/")).send().await.unwrap();
+        assert!(resp.headers().get("x-context-tenant").is_none());
+        assert_eq!(json(resp).await["context"], serde_json::json!({}));
+    }
+}

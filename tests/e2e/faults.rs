@@ -11,7 +11,7 @@ async fn fault_gateway(up: &Upstream) -> Gateway {
 [upstreams.up]
 targets = ["{up}"]
 
-[plugins.fault]
+[plugins.testkit]
 module = "{fault}"
 timeout = "50ms"
 memory_limit = "16MiB"
@@ -31,7 +31,7 @@ match = {{ path_prefix = "/faulty" }}
 upstream = "up"
 plugins = [
   {{ use = "headers", config = {{ response = {{ set = {{ "x-outer" = "ran" }} }} }} }},
-  {{ use = "fault" }},
+  {{ use = "testkit" }},
 ]
 
 [[routes]]
@@ -47,7 +47,7 @@ upstream = "up"
 plugins = [{{ use = "headers", config = {{ request = {{ set = {{ "x-ok" = "1" }} }} }} }}]
 "#,
         up = up.addr,
-        fault = plugin("fault"),
+        fault = plugin("testkit"),
     ))
     .await
 }
@@ -111,7 +111,7 @@ async fn assert_contained(kind: &str, header: &str, expected_log_kind: &str) {
     let fault_log = gw
         .find_log(|l| l["target"] == "wasmgate::plugin" && l["level"] == "ERROR")
         .expect("the fault is logged");
-    assert_eq!(fault_log["plugin"], "fault");
+    assert_eq!(fault_log["plugin"], "testkit");
     assert_eq!(fault_log["route"], "faulty");
     assert_eq!(fault_log["kind"], expected_log_kind);
 }

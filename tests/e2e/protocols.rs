@@ -88,11 +88,7 @@ async fn tls_listener_serves_http1_and_h2_by_alpn() {
 #[tokio::test]
 async fn plain_listener_serves_h2c_with_prior_knowledge() {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&format!(
-        "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"up\"\n",
-        up.addr
-    ))
-    .await;
+    let gw = Gateway::start(&proxy_config(up.addr)).await;
     let c = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -126,11 +122,7 @@ async fn tls_config_errors_name_the_listener_and_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let slow = Upstream::start(Behaviour::Slow(Duration::from_millis(800))).await;
-    let mut gw = Gateway::start(&format!(
-        "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"up\"\n",
-        slow.addr
-    ))
-    .await;
+    let mut gw = Gateway::start(&proxy_config(slow.addr)).await;
     let url = gw.url("/slow");
     let in_flight = tokio::spawn(async move { client().get(url).send().await });
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -168,11 +168,7 @@ async fn no_route_is_404_with_a_request_id() {
 #[tokio::test]
 async fn upstream_sees_forwarding_headers_and_no_hop_by_hop_fields() {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&format!(
-        "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"all\"\nupstream = \"up\"\n",
-        up.addr
-    ))
-    .await;
+    let gw = Gateway::start(&proxy_config(up.addr)).await;
     let resp = client()
         .get(gw.url("/x"))
         .header("x-forwarded-for", "203.0.113.9")
@@ -234,11 +230,7 @@ async fn requests_are_balanced_round_robin_over_targets() {
 #[tokio::test]
 async fn large_bodies_stream_through_intact_both_ways() {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&format!(
-        "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"all\"\nupstream = \"up\"\n",
-        up.addr
-    ))
-    .await;
+    let gw = Gateway::start(&proxy_config(up.addr)).await;
     let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
     let digest = {
         use sha2::Digest;

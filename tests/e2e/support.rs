@@ -145,6 +145,13 @@ pub struct Gateway {
 /// The config's first listener is named `main` unless the test names its own.
 pub const MAIN_LISTENER: &str = "[listeners.main]\naddr = \"127.0.0.1:0\"\n";
 
+/// A config with one route, named `all`, proxying everything to `upstream`.
+pub fn proxy_config(upstream: SocketAddr) -> String {
+    format!(
+        "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"{upstream}\"]\n[[routes]]\nname = \"all\"\nupstream = \"up\"\n"
+    )
+}
+
 impl Gateway {
     /// Starts the binary on `config` and waits until every listener is bound.
     pub async fn start(config: &str) -> Self {

@@ -1,0 +1,85 @@
+//! `testkit`: a plugin for wasmgate's own tests. It misbehaves on demand, to show that the
+//! gateway contains broken plugins, and moves values through the per-request context.
+//!
+//! Request headers drive it, so one request never implies anything about the next:
+//! - `x-fault` picks a failure in the request phase, `x-fault-response` in the response phase:
+//!   `trap` (panics), `loop` (never returns), `grow` (allocates without end);
+//! - `x-context-set: key=value` stores `value` under `key` in the context (request phase);
+//! - the response phase copies each context key listed in `expose_context` into a response
+//!   header `x-context-<key>`.
+
+use serde::Deserialize;
+use wasmgate_plugin_sdk::{
+    Action, ConfigError, Context, Plugin, Request, Response, fields, log, plugin,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Context keys to copy into response headers.
+    #[serde(default)]
+    expose_context: Vec<String>,
+}
+
+struct Testkit {
+    expose_context: Vec<String>,
+}
+
+fn misbehave(kind: Option<String>) {
+    if let Some(kind) = &kind {
+        log::warn(&format!("misbehaving as asked: {kind}"));
+    }
+    match kind.as_deref() {
+        Some("trap") => panic!("testkit plugin asked to trap"),
+        Some("loop") => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        Some("grow") => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[plugin]
+impl Plugin for Testkit {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        for (i, key) in config.expose_context.iter().enumerate() {
+            fields::check_name(&format!("x-context-{key}"))
+                .map_err(|e| ConfigError::at(format!("expose_context[{i}]"), e))?;
+        }
+        Ok(Testkit {
+            expose_context: config.expose_context,
+        })
+    }
+
+    fn on_request(&self, req: &Request, ctx: &Context) -> Action {
+        misbehave(req.header("x-fault"));
+        if let Some((key, value)) = req
+            .header("x-context-set")
+            .as_deref()
+            .and_then(|kv| kv.split_once('='))
+        {
+            ctx.set(key, value);
+        }
+        Action::Continue
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response, ctx: &Context) {
+        misbehave(req.header("x-fault-response"));
+        for key in &self.expose_context {
+            if let Some(value) = ctx.get(key) {
+                let _ = resp.set_header(&format!("x-context-{key}"), &value);
+            }
+        }
+    }
+}
