@@ -6,11 +6,13 @@
 //! immutable [`snapshot`] built from the [`config`].
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod exchange;
 pub mod logging;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;

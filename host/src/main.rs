@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use wasmgate::admin;
 use wasmgate::config::ConfigFile;
 use wasmgate::logging::{self, LogFormat};
 use wasmgate::plugin::PluginRuntime;
+use wasmgate::reload::{self, Reloader};
 use wasmgate::server::Gateway;
 use wasmgate::snapshot::{self, Snapshot};
 
@@ -50,22 +53,28 @@ fn main() -> ExitCode {
     let outcome = ConfigFile::load(path)
         .map_err(|e| e.to_string())
         .and_then(|file| {
-            // This thread loads the config and waits for signals; workers run their own runtimes.
+            // This thread loads and reloads the config, serves the admin API and waits for
+            // signals; the workers that serve traffic run their own runtimes.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("error: cannot start the async runtime: {e}"))?;
             runtime.block_on(async {
-                let snapshot = build(&file).await?;
+                let plugins = PluginRuntime::new(&snapshot::runtime_options(&file))
+                    .map(Arc::new)
+                    .map_err(|e| format!("error: {e:#}"))?;
+                let snapshot = Snapshot::build(&plugins, &file, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 match cli.command {
                     Command::Check { .. } => {
                         let routes = snapshot.routes.iter().count();
                         println!("{}: ok ({routes} routes)", path.display());
                         Ok(())
                     }
-                    Command::Run { .. } => {
-                        serve(snapshot).await.map_err(|e| format!("error: {e:#}"))
-                    }
+                    Command::Run { .. } => serve(&file, plugins, snapshot)
+                        .await
+                        .map_err(|e| format!("error: {e:#}")),
                 }
             })
         });
@@ -78,18 +87,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds a snapshot from a parsed config; the error text is ready to print.
-async fn build(file: &ConfigFile) -> Result<Snapshot, String> {
-    let runtime = PluginRuntime::new(&snapshot::runtime_options(file))
-        .map_err(|e| format!("error: {e:#}"))?;
-    Snapshot::build(&runtime, file)
-        .await
-        .map_err(|e| e.to_string())
+async fn serve(
+    file: &ConfigFile,
+    plugins: Arc<PluginRuntime>,
+    snapshot: Snapshot,
+) -> anyhow::Result<()> {
+    let gateway = Gateway::bind(snapshot)?;
+    let reloader = Reloader::new(file, plugins, gateway.snapshot());
+    if let Err(e) = reload::spawn_watcher(reloader.clone()) {
+        tracing::warn!(error = %e, "cannot watch the config for changes; reload with SIGHUP or the admin API");
+    }
+    spawn_sighup_reload(reloader.clone());
+    if let Some(admin) = &file.raw.admin {
+        let addr = admin::spawn(admin.addr, reloader).await?;
+        tracing::info!(listener = "admin", %addr, "listening");
+    }
+    gateway.serve(shutdown_signal()).await
 }
 
-async fn serve(snapshot: Snapshot) -> anyhow::Result<()> {
-    let gateway = Gateway::bind(snapshot)?;
-    gateway.serve(shutdown_signal()).await
+fn spawn_sighup_reload(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let _ = reloader.reload("SIGHUP").await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -71,6 +71,11 @@ impl Gateway {
         })
     }
 
+    /// The snapshot the gateway serves; storing a new one reconfigures it for new requests.
+    pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.snapshot.clone()
+    }
+
     /// The `(name, address)` of every bound listener.
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.bound
@@ -170,11 +175,9 @@ impl Worker {
                     continue;
                 }
             };
-            let tls = self.snapshot.load().listeners[index].tls.clone();
             let accept = AcceptLoop {
                 index,
                 listener,
-                tls: tls.map(tokio_rustls::TlsAcceptor::from),
                 snapshot: self.snapshot.clone(),
                 http: http.clone(),
                 graceful: graceful.clone(),
@@ -215,7 +218,6 @@ fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
 struct AcceptLoop {
     index: usize,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     http: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
@@ -238,10 +240,15 @@ impl AcceptLoop {
                 _ = self.stop.changed() => return,
             };
             let _ = stream.set_nodelay(true);
+            // From the current snapshot, so a reload rotates certificates for new connections.
+            let tls = self.snapshot.load().listeners[self.index]
+                .tls
+                .clone()
+                .map(tokio_rustls::TlsAcceptor::from);
             let conn = Connection {
                 listener: self.index,
                 client,
-                tls: self.tls.is_some(),
+                tls: tls.is_some(),
             };
             let snapshot = self.snapshot.clone();
             let service = service_fn(move |req| {
@@ -253,7 +260,6 @@ impl AcceptLoop {
             });
             let http = self.http.clone();
             let watcher = self.graceful.watcher();
-            let tls = self.tls.clone();
             tokio::spawn(async move {
                 let result = match tls {
                     None => {

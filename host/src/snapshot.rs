@@ -67,6 +67,10 @@ impl Route {
 
 /// Everything a request needs, immutable once built.
 pub struct Snapshot {
+    /// SHA-256 of the config file it was built from, hex.
+    pub config_hash: String,
+    /// Every `[plugins.<name>]` entry, by name.
+    pub plugins: std::collections::BTreeMap<String, Arc<LoadedPlugin>>,
     /// Routes in match order.
     pub routes: RouteTable<Arc<Route>>,
     /// Listeners, in name order (route `listeners` refer to their indices).
@@ -100,10 +104,12 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl Snapshot {
-    /// Builds and validates a snapshot from `file`.
+    /// Builds and validates a snapshot from `file`. Plugin pools of `previous` whose module,
+    /// settings, route and config are unchanged are kept, warm instances and all.
     pub async fn build(
-        runtime: &PluginRuntime,
+        runtime: &Arc<PluginRuntime>,
         file: &ConfigFile,
+        previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
         let mut builder = Builder {
             file,
@@ -123,7 +129,7 @@ impl Snapshot {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         let upstreams = builder.upstreams(workers);
-        let plugins = builder.plugins(runtime);
+        let plugins = builder.plugins(runtime).await;
         let mut routes = Vec::new();
         let mut seen = HashMap::new();
         for route in &raw.routes {
@@ -137,7 +143,13 @@ impl Snapshot {
                 continue;
             }
             if let Some(route) = builder
-                .route(route.get_ref(), &listener_index, &upstreams, &plugins)
+                .route(
+                    route.get_ref(),
+                    &listener_index,
+                    &upstreams,
+                    &plugins,
+                    previous,
+                )
                 .await
             {
                 routes.push(route);
@@ -155,6 +167,8 @@ impl Snapshot {
         }
         let s = &raw.server;
         Ok(Snapshot {
+            config_hash: file.content_hash(),
+            plugins: plugins.into_iter().collect(),
             routes: RouteTable::new(routes),
             listeners,
             server: ServerSettings {
@@ -237,7 +251,10 @@ impl Builder<'_> {
         upstreams
     }
 
-    fn plugins(&mut self, runtime: &PluginRuntime) -> HashMap<String, Arc<LoadedPlugin>> {
+    async fn plugins(
+        &mut self,
+        runtime: &Arc<PluginRuntime>,
+    ) -> HashMap<String, Arc<LoadedPlugin>> {
         let mut plugins = HashMap::new();
         for (name, section) in &self.file.raw.plugins {
             let section = section.get_ref();
@@ -281,7 +298,22 @@ impl Builder<'_> {
                 on_error: section.on_error,
                 isolation: section.isolation,
             };
-            match runtime.load(name, &bytes, settings) {
+            // Compiling takes milliseconds to seconds: keep it off this thread.
+            let load = {
+                let (runtime, name) = (runtime.clone(), name.clone());
+                tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, settings))
+            };
+            let loaded = match load.await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    self.problem(
+                        section.module.span(),
+                        format!("plugin `{name}`: loading failed: {e}"),
+                    );
+                    continue;
+                }
+            };
+            match loaded {
                 Ok(loaded) => {
                     plugins.insert(name.clone(), loaded);
                 }
@@ -300,6 +332,7 @@ impl Builder<'_> {
         listener_index: &HashMap<&str, usize>,
         upstreams: &HashMap<String, Arc<Upstream>>,
         plugins: &HashMap<String, Arc<LoadedPlugin>>,
+        previous: Option<&Snapshot>,
     ) -> Option<(Matcher, Arc<Route>)> {
         let name = section.name.get_ref().as_str();
         let before = self.problems.len();
@@ -360,6 +393,16 @@ impl Builder<'_> {
                     continue;
                 }
             };
+            let kept = previous.and_then(|p| {
+                p.routes
+                    .iter()
+                    .flat_map(|r| r.chain.iter())
+                    .find(|pool| pool.serves(loaded, name, &json))
+            });
+            if let Some(pool) = kept {
+                chain.push(pool.clone());
+                continue;
+            }
             match PluginPool::new(loaded.clone(), name, json).await {
                 Ok(Ok(pool)) => chain.push(pool),
                 Ok(Err(refused)) => {

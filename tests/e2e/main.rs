@@ -8,5 +8,6 @@ mod cors;
 mod faults;
 mod limits;
 mod protocols;
+mod reload;
 mod routing;
 mod support;

@@ -164,7 +164,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        let listeners = config.matches("[listeners.").count();
+        let listeners = config.matches("[listeners.").count() + config.matches("[admin]").count();
         let config_path = path.clone();
         tokio::task::spawn_blocking(move || Self::spawn(config_path, listeners, dir))
             .await
@@ -224,6 +224,38 @@ impl Gateway {
     /// Address of the listener `name`.
     pub fn addr_of(&self, name: &str) -> SocketAddr {
         self.addrs[name]
+    }
+
+    /// `http://<admin listener><path>` (the config needs an `[admin]` table).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr_of("admin"))
+    }
+
+    /// The config file the gateway runs on (rewrite it to trigger a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
     }
 
     /// Address of the `main` listener.

@@ -50,6 +50,27 @@ impl ConfigFile {
         }
     }
 
+    /// SHA-256 of the file's contents, hex.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.source.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The module files the config names (not built-ins), resolved against the file's
+    /// directory: what a reload watcher must watch besides the file itself.
+    pub fn module_paths(&self) -> Vec<PathBuf> {
+        self.raw
+            .plugins
+            .values()
+            .map(|p| p.get_ref().module.get_ref())
+            .filter(|m| !m.starts_with("builtin:"))
+            .map(|m| self.base_dir().join(m))
+            .collect()
+    }
+
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))

@@ -25,6 +25,8 @@ pub struct RawConfig {
     /// Plugin engine settings.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[admin]`: the admin API (status, reload); off unless the table is present.
+    pub admin: Option<AdminSection>,
     /// `[listeners.<name>]`: addresses to serve on.
     #[serde(default)]
     pub listeners: BTreeMap<String, Listener>,
@@ -94,6 +96,19 @@ impl Default for RuntimeSection {
             max_instances: 1000,
         }
     }
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where the admin API listens: loopback unless you say otherwise.
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
 }
 
 /// `[listeners.<name>]`.

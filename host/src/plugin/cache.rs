@@ -20,9 +20,15 @@ impl ArtifactCache {
         Self { dir }
     }
 
-    /// The compiled component for `bytes`, from the cache when present and compatible.
-    pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let path = self.dir.join(format!("{}.cwasm", key(engine, bytes)));
+    /// The compiled component for `bytes` (whose [`content_hash`] is `hash`), from the cache
+    /// when present and compatible.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        hash: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
+        let path = self.dir.join(format!("{}.cwasm", key(engine, hash)));
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` below into a directory only
             // this user can write (0700), under a name that includes the engine's compatibility
@@ -64,12 +70,21 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-fn key(engine: &Engine, bytes: &[u8]) -> String {
+/// SHA-256 of a module, hex: its identity in logs, the admin API and the caches.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The cache file name: the module's hash and the engine's compilation settings.
+fn key(engine: &Engine, module_hash: &str) -> String {
     let mut settings = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut settings);
     let mut digest = Sha256::new();
-    digest.update(bytes);
+    digest.update(module_hash.as_bytes());
     digest.update(settings.finish().to_le_bytes());
-    let digest = digest.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

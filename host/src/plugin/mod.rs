@@ -12,6 +12,7 @@ mod cache;
 mod host;
 mod pool;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +107,7 @@ pub enum Isolation {
 }
 
 /// Limits and policies for one plugin, from its `[plugins.<name>]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSettings {
     /// Capabilities linked for this plugin.
     pub grants: Vec<Capability>,
@@ -174,6 +175,9 @@ pub struct RuntimeOptions {
 pub struct PluginRuntime {
     engine: Engine,
     cache: Option<cache::ArtifactCache>,
+    /// Components compiled by this process, by content hash: reloading an unchanged module
+    /// costs one hash.
+    compiled: std::sync::Mutex<HashMap<String, Component>>,
 }
 
 impl PluginRuntime {
@@ -201,7 +205,11 @@ impl PluginRuntime {
             .cache_dir
             .as_ref()
             .map(|dir| cache::ArtifactCache::open(dir.clone()));
-        Ok(Self { engine, cache })
+        Ok(Self {
+            engine,
+            cache,
+            compiled: Default::default(),
+        })
     }
 
     /// Compiles (or loads from the cache) a plugin module and links it against the granted
@@ -213,11 +221,8 @@ impl PluginRuntime {
         settings: PluginSettings,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         check_component_header(bytes)?;
-        let component = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes),
-            None => Component::new(&self.engine, bytes),
-        }
-        .map_err(LoadError::Compile)?;
+        let module_hash = cache::content_hash(bytes);
+        let component = self.compile(&module_hash, bytes)?;
 
         self.check_grants(&component, &settings)?;
         let linker = self.linker(&settings).map_err(LoadError::Contract)?;
@@ -227,9 +232,31 @@ impl PluginRuntime {
         let pre = bindings::PluginPre::new(pre).map_err(LoadError::Contract)?;
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
+            module_hash,
             pre,
             settings,
         }))
+    }
+
+    fn compile(&self, module_hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let compiled = |map: &HashMap<String, Component>| map.get(module_hash).cloned();
+        if let Some(component) = compiled(&self.lock_compiled()) {
+            return Ok(component);
+        }
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, module_hash, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(LoadError::Compile)?;
+        self.lock_compiled()
+            .insert(module_hash.to_owned(), component.clone());
+        Ok(component)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Names the grant a missing capability needs, before linking would fail less helpfully.
@@ -327,6 +354,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// One `[plugins.<name>]` entry, compiled and linked.
 pub struct LoadedPlugin {
     name: Arc<str>,
+    module_hash: String,
     pre: bindings::PluginPre<PluginState>,
     settings: PluginSettings,
 }
@@ -335,6 +363,11 @@ impl LoadedPlugin {
     /// The plugin's name in the config.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// SHA-256 of the module, hex.
+    pub fn module_hash(&self) -> &str {
+        &self.module_hash
     }
 
     /// Its limits and policies.

@@ -122,6 +122,16 @@ impl PluginPool {
         &self.plugin
     }
 
+    /// Whether this pool runs exactly `plugin`'s module and settings with `config` on `route`,
+    /// so a reload can keep it (and its warm instances) instead of building a new one.
+    pub fn serves(&self, plugin: &LoadedPlugin, route: &str, config: &str) -> bool {
+        *self.label.route == *route
+            && self.config == config
+            && self.plugin.name == plugin.name
+            && self.plugin.module_hash == plugin.module_hash
+            && self.plugin.settings == plugin.settings
+    }
+
     /// Runs the request hook on `exchange`.
     pub async fn on_request(
         self: &Arc<Self>,
