@@ -214,6 +214,110 @@ pub mod clock {
     }
 }
 
+/// JWT verification through the host's `jwt` capability (grant `jwt` to the plugin).
+pub mod jwt {
+    pub use crate::bindings::wasmgate::plugin::jwt::{Algorithm, KeySet, Policy, VerifyError};
+
+    impl Algorithm {
+        /// Parses a JOSE algorithm name such as `RS256` or `EdDSA`.
+        pub fn parse(name: &str) -> Option<Self> {
+            Some(match name {
+                "HS256" => Self::Hs256,
+                "HS384" => Self::Hs384,
+                "HS512" => Self::Hs512,
+                "RS256" => Self::Rs256,
+                "RS384" => Self::Rs384,
+                "RS512" => Self::Rs512,
+                "PS256" => Self::Ps256,
+                "PS384" => Self::Ps384,
+                "PS512" => Self::Ps512,
+                "ES256" => Self::Es256,
+                "ES384" => Self::Es384,
+                "EdDSA" => Self::Eddsa,
+                _ => return None,
+            })
+        }
+    }
+
+    impl VerifyError {
+        /// A short description for an `error_description`, safe to show to the client.
+        pub fn describe(&self) -> String {
+            match self {
+                Self::Malformed(_) => "the token is malformed".into(),
+                Self::AlgorithmNotAllowed(alg) => {
+                    format!("the signing algorithm {alg} is not accepted")
+                }
+                Self::UnknownKey(Some(kid)) => format!("the signing key {kid:?} is unknown"),
+                Self::UnknownKey(None) => "no key can verify this token".into(),
+                Self::BadSignature => "the signature is invalid".into(),
+                Self::Expired => "the token has expired".into(),
+                Self::NotYetValid => "the token is not valid yet".into(),
+                Self::WrongIssuer => "the token has the wrong issuer".into(),
+                Self::WrongAudience => "the token has the wrong audience".into(),
+                Self::MissingClaim(claim) => format!("the token lacks the {claim:?} claim"),
+            }
+        }
+    }
+}
+
+/// Conventions shared by authentication plugins: who the caller is, in the per-request context.
+///
+/// An auth plugin that recognises the caller stores the consumer under [`CONSUMER`]; later
+/// plugins (rate limiting, logging) read it. Several auth plugins on one route express
+/// "either": each earlier one is configured `on_missing = "continue"`, and a plugin that finds
+/// the request already authenticated steps aside.
+pub mod auth {
+    use crate::{Context, Reply};
+
+    /// Context key: the consumer's identity (e.g. the token's `sub`, the API key's consumer).
+    pub const CONSUMER: &str = "consumer";
+    /// Context key: the consumer's scopes, space-separated.
+    pub const SCOPES: &str = "consumer.scopes";
+    /// Context key: which plugin authenticated the request (`jwt`, `api-key`, …).
+    pub const METHOD: &str = "consumer.auth";
+
+    /// What to do when a request carries no credential for this plugin.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum OnMissing {
+        /// Answer 401.
+        #[default]
+        Reject,
+        /// Let the request through unauthenticated, for a later auth plugin (or an anonymous
+        /// route) to decide.
+        Continue,
+    }
+
+    /// Whether an earlier plugin already authenticated the request.
+    pub fn is_authenticated(ctx: &Context) -> bool {
+        ctx.get(CONSUMER).is_some()
+    }
+
+    /// Records the authenticated consumer.
+    pub fn set_consumer(ctx: &Context, consumer: &str, method: &str, scopes: &[String]) {
+        ctx.set(CONSUMER, consumer);
+        ctx.set(METHOD, method);
+        if !scopes.is_empty() {
+            ctx.set(SCOPES, &scopes.join(" "));
+        }
+    }
+
+    /// A JSON error reply with a `WWW-Authenticate` challenge.
+    pub fn challenge(status: u16, www_authenticate: &str, error: &str, description: &str) -> Reply {
+        let body = serde_json::json!({ "error": error, "error_description": description });
+        Reply::new(status)
+            .header("www-authenticate", www_authenticate)
+            .header("cache-control", "no-store")
+            .json(&body)
+    }
+
+    /// Quotes a value for an HTTP auth-param (`realm="..."`).
+    pub fn quoted(value: &str) -> String {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    }
+}
+
 /// HTTP field rules shared by plugins that take header names and values from their config.
 pub mod fields {
     /// Fields the gateway manages itself (framing and hop-by-hop): edits to them are refused

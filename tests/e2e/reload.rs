@@ -506,5 +506,8 @@ async fn five_hundred_reloads_leave_resident_memory_where_it_was() {
         "resident memory grew from {baseline} KiB to {after} KiB"
     );
     let status = status(&gw).await;
-    assert!(status["reloads"]["succeeded"].as_u64().unwrap() >= 550, "{status:#}");
+    assert!(
+        status["reloads"]["succeeded"].as_u64().unwrap() >= 550,
+        "{status:#}"
+    );
 }

@@ -14,6 +14,14 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "echo",
         include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/echo.wasm")),
     ),
+    (
+        "jwt-auth",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/jwt_auth.wasm")),
+    ),
+    (
+        "api-key",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/api_key.wasm")),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

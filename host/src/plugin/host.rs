@@ -36,7 +36,7 @@ pub struct InstanceLabel {
 /// The data of one plugin instance's store.
 pub struct PluginState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
     pub(super) label: Arc<InstanceLabel>,
     /// The request being handled during a hook call ([`Exchange::idle`] between calls).

@@ -10,6 +10,7 @@
 mod builtin;
 mod cache;
 mod host;
+mod jwt;
 mod pool;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ mod bindings {
             "wasmgate:plugin/types.request": super::host::RequestHandle,
             "wasmgate:plugin/types.response": super::host::ResponseHandle,
             "wasmgate:plugin/types.context": super::host::ContextHandle,
+            "wasmgate:plugin/jwt.key-set": super::jwt::KeySet,
         },
     });
 }
@@ -62,17 +64,20 @@ pub enum Capability {
     Log,
     /// `wasmgate:plugin/clock`: wall-clock and monotonic time.
     Clock,
+    /// `wasmgate:plugin/jwt`: JWT verification in native code.
+    Jwt,
 }
 
 impl Capability {
     /// Every capability, in the order they are documented.
-    pub const ALL: [Capability; 2] = [Capability::Log, Capability::Clock];
+    pub const ALL: [Capability; 3] = [Capability::Log, Capability::Clock, Capability::Jwt];
 
     /// The config spelling, e.g. `log`.
     pub fn name(self) -> &'static str {
         match self {
             Capability::Log => "log",
             Capability::Clock => "clock",
+            Capability::Jwt => "jwt",
         }
     }
 
@@ -80,6 +85,7 @@ impl Capability {
         match self {
             Capability::Log => "wasmgate:plugin/log@0.1.0",
             Capability::Clock => "wasmgate:plugin/clock@0.1.0",
+            Capability::Jwt => "wasmgate:plugin/jwt@0.1.0",
         }
     }
 }
@@ -283,7 +289,7 @@ impl PluginRuntime {
     }
 
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
-        use bindings::wasmgate::plugin::{clock, log, types};
+        use bindings::wasmgate::plugin::{clock, jwt, log, types};
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
@@ -294,6 +300,9 @@ impl PluginRuntime {
                 }
                 Capability::Clock => {
                     clock::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+                Capability::Jwt => {
+                    jwt::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
                 }
             }
         }

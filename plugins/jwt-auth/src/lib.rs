@@ -1,0 +1,362 @@
+//! `jwt-auth`: authenticates callers by a JSON Web Token, verified by the host's `jwt`
+//! capability (grant `jwt`).
+//!
+//! - Token from `Authorization: Bearer` (or another header), a cookie, or a query parameter when
+//!   configured; a request carrying two different tokens is refused.
+//! - Keys: HMAC secrets, PEM public keys, an inline JWKS; the accepted algorithms are listed
+//!   explicitly and each key only verifies the algorithms of its type.
+//! - Checks `exp`, `nbf` (with leeway), `iss`, `aud`, required claims, and required scopes
+//!   (`scope` or `scp` claim).
+//! - `401` with `WWW-Authenticate: Bearer … error="invalid_token", error_description="…"` for
+//!   a bad token, `401` with a bare challenge for a missing one, `403` with
+//!   `error="insufficient_scope"` for missing scopes, `400` with `error="invalid_request"` for
+//!   several tokens (RFC 6750).
+//! - On success: the consumer (`consumer_claim`, default `sub`) and scopes go into the context,
+//!   and configured claims into request headers (client-sent copies are removed first).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::Value;
+use wasmgate_plugin_sdk::auth::{self, OnMissing};
+use wasmgate_plugin_sdk::jwt::{Algorithm, KeySet, Policy};
+use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, fields, plugin};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Accepted algorithms, e.g. `["RS256"]`.
+    algorithms: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<SecretConfig>,
+    #[serde(default)]
+    public_keys: Vec<PemConfig>,
+    /// A JWKS document (JSON text).
+    #[serde(default)]
+    jwks: Option<String>,
+    #[serde(default)]
+    issuers: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    /// Seconds of clock skew tolerated.
+    #[serde(default = "default_leeway")]
+    leeway: u32,
+    #[serde(default)]
+    required_claims: Vec<String>,
+    /// Scopes the token must all carry.
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// Header carrying the token (`Bearer` scheme when it is `authorization`).
+    #[serde(default = "default_header")]
+    header: String,
+    #[serde(default)]
+    cookie: Option<String>,
+    /// Query parameter carrying the token (off unless set: URLs end up in logs).
+    #[serde(default)]
+    query: Option<String>,
+    /// The claim naming the consumer.
+    #[serde(default = "default_consumer_claim")]
+    consumer_claim: String,
+    /// Request header that tells the upstream who the consumer is (`""` for none).
+    #[serde(default = "default_consumer_header")]
+    consumer_header: String,
+    /// Claims copied into request headers, e.g. `{ email = "x-jwt-claim-email" }`.
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    on_missing: OnMissing,
+    #[serde(default = "default_realm")]
+    realm: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretConfig {
+    value: String,
+    /// Whether `value` is base64 (standard or URL-safe) rather than the raw secret.
+    #[serde(default)]
+    base64: bool,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PemConfig {
+    pem: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+fn default_leeway() -> u32 {
+    30
+}
+fn default_header() -> String {
+    "authorization".into()
+}
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+fn default_consumer_header() -> String {
+    "x-consumer-id".into()
+}
+fn default_realm() -> String {
+    "api".into()
+}
+
+struct JwtAuth {
+    keys: KeySet,
+    policy: Policy,
+    scopes: Vec<String>,
+    header: String,
+    cookie: Option<String>,
+    query: Option<String>,
+    consumer_claim: String,
+    consumer_header: Option<String>,
+    claims_to_headers: Vec<(String, String)>,
+    on_missing: OnMissing,
+    realm: String,
+}
+
+#[plugin]
+impl Plugin for JwtAuth {
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        if config.algorithms.is_empty() {
+            return Err(ConfigError::at(
+                "algorithms",
+                "list the accepted algorithms, e.g. [\"RS256\"]",
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for (i, name) in config.algorithms.iter().enumerate() {
+            let alg = Algorithm::parse(name).ok_or_else(|| {
+                ConfigError::at(format!("algorithms[{i}]"), format!("`{name}` is not a supported algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"))
+            })?;
+            algorithms.push(alg);
+        }
+        let keys = KeySet::new();
+        for (i, secret) in config.secrets.iter().enumerate() {
+            let bytes = match secret.base64 {
+                false => secret.value.as_bytes().to_vec(),
+                true => decode_base64(&secret.value).ok_or_else(|| {
+                    ConfigError::at(format!("secrets[{i}].value"), "is not valid base64")
+                })?,
+            };
+            keys.add_secret(&bytes, secret.kid.as_deref())
+                .map_err(|e| ConfigError::at(format!("secrets[{i}].value"), e))?;
+        }
+        for (i, key) in config.public_keys.iter().enumerate() {
+            keys.add_pem(&key.pem, key.kid.as_deref())
+                .map_err(|e| ConfigError::at(format!("public_keys[{i}].pem"), e))?;
+        }
+        if let Some(jwks) = &config.jwks {
+            keys.add_jwks(jwks)
+                .map_err(|e| ConfigError::at("jwks", e))?;
+        }
+        if keys.len() == 0 {
+            return Err(ConfigError::new(
+                "no keys: configure `secrets`, `public_keys` or `jwks`",
+            ));
+        }
+        let mut claims_to_headers = Vec::new();
+        for (claim, header) in config.claims_to_headers {
+            fields::check_name(&header)
+                .map_err(|e| ConfigError::at(format!("claims_to_headers.{claim}"), e))?;
+            claims_to_headers.push((claim, header));
+        }
+        let consumer_header = match config.consumer_header.as_str() {
+            "" => None,
+            name => {
+                fields::check_name(name).map_err(|e| ConfigError::at("consumer_header", e))?;
+                Some(name.to_owned())
+            }
+        };
+        fields::check_name(&config.header).map_err(|e| ConfigError::at("header", e))?;
+        Ok(Self {
+            keys,
+            policy: Policy {
+                algorithms,
+                leeway_secs: config.leeway,
+                issuers: config.issuers,
+                audiences: config.audiences,
+                required_claims: config.required_claims,
+            },
+            scopes: config.scopes,
+            header: config.header.to_ascii_lowercase(),
+            cookie: config.cookie,
+            query: config.query,
+            consumer_claim: config.consumer_claim,
+            consumer_header,
+            claims_to_headers,
+            on_missing: config.on_missing,
+            realm: auth::quoted(&config.realm),
+        })
+    }
+
+    fn on_request(&self, req: &Request, ctx: &Context) -> Action {
+        if auth::is_authenticated(ctx) {
+            return Action::Continue;
+        }
+        // Identity headers are the gateway's to set: drop whatever the client sent.
+        for name in self
+            .consumer_header
+            .iter()
+            .chain(self.claims_to_headers.iter().map(|(_, h)| h))
+        {
+            let _ = req.remove_header(name);
+        }
+        let mut tokens = self.tokens(req);
+        tokens.sort();
+        tokens.dedup();
+        let token = match tokens.as_slice() {
+            [] => {
+                return match self.on_missing {
+                    OnMissing::Continue => Action::Continue,
+                    OnMissing::Reject => Action::respond(auth::challenge(
+                        401,
+                        &format!("Bearer realm={}", self.realm),
+                        "invalid_request",
+                        "no bearer token in the request",
+                    )),
+                };
+            }
+            [token] => token,
+            _ => {
+                return self.refuse(
+                    400,
+                    "invalid_request",
+                    "the request carries more than one token",
+                );
+            }
+        };
+        let claims = match self.keys.verify(token, &self.policy) {
+            Ok(claims) => claims,
+            Err(e) => return self.refuse(401, "invalid_token", &e.describe()),
+        };
+        let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(&claims) else {
+            return self.refuse(401, "invalid_token", "the token's claims are not an object");
+        };
+        let granted = scopes(&claims);
+        if let Some(missing) = self.scopes.iter().find(|s| !granted.contains(s)) {
+            let challenge = format!(
+                "Bearer realm={}, error=\"insufficient_scope\", scope={}",
+                self.realm,
+                auth::quoted(&self.scopes.join(" "))
+            );
+            return Action::respond(auth::challenge(
+                403,
+                &challenge,
+                "insufficient_scope",
+                &format!("the token lacks the {missing:?} scope"),
+            ));
+        }
+        let Some(consumer) = claims.get(&self.consumer_claim).and_then(claim_text) else {
+            return self.refuse(
+                401,
+                "invalid_token",
+                &format!("the token lacks the {:?} claim", self.consumer_claim),
+            );
+        };
+        auth::set_consumer(ctx, &consumer, "jwt", &granted);
+        if let Some(name) = &self.consumer_header {
+            let _ = req.set_header(name, &consumer);
+        }
+        for (claim, header) in &self.claims_to_headers {
+            if let Some(value) = claims.get(claim).and_then(claim_text) {
+                let _ = req.set_header(header, &value);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl JwtAuth {
+    fn refuse(&self, status: u16, error: &str, description: &str) -> Action {
+        let challenge = format!(
+            "Bearer realm={}, error={}, error_description={}",
+            self.realm,
+            auth::quoted(error),
+            auth::quoted(description)
+        );
+        Action::respond(auth::challenge(status, &challenge, error, description))
+    }
+
+    /// Every token the request carries, from each configured place.
+    fn tokens(&self, req: &Request) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for value in req.header_all(&self.header) {
+            if self.header == "authorization" {
+                let mut parts = value.trim().splitn(2, ' ');
+                let scheme = parts.next().unwrap_or_default();
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    tokens.push(parts.next().unwrap_or_default().trim().to_owned());
+                }
+            } else {
+                tokens.push(value.trim().to_owned());
+            }
+        }
+        if let Some(name) = &self.cookie {
+            for header in req.header_all("cookie") {
+                for pair in header.split(';') {
+                    if let Some((k, v)) = pair.trim().split_once('=')
+                        && k == name
+                    {
+                        tokens.push(v.to_owned());
+                    }
+                }
+            }
+        }
+        if let (Some(name), Some(query)) = (&self.query, req.query()) {
+            for pair in query.split('&') {
+                if let Some((k, v)) = pair.split_once('=')
+                    && k == name
+                {
+                    tokens.push(v.to_owned());
+                }
+            }
+        }
+        tokens
+    }
+}
+
+/// Scopes from the `scope` claim (space-separated) or `scp` (array or string).
+fn scopes(claims: &serde_json::Map<String, Value>) -> Vec<String> {
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A claim as header text: strings as they are, numbers and booleans printed, arrays of
+/// those joined with commas; objects are not copied.
+fn claim_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(claim_text)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => None,
+    }
+    .filter(|text| fields::is_valid_value(text))
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+        .ok()
+}

@@ -1,0 +1,473 @@
+//! Authentication plugins: `jwt-auth` (tokens signed here with HS/RS/ES/EdDSA keys) and
+//! `api-key`, alone and combined, with the exact status and challenge a client sees.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+const OTHER_SECRET: &str = "another-secret-of-at-least-32-bytes!";
+const ISSUER: &str = "https://issuer.test";
+// sha256("alice-key")
+const ALICE_KEY: &str = "alice-key";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn claims() -> Value {
+    json!({ "sub": "user-42", "iss": ISSUER, "aud": "api", "exp": now() + 600, "email": "u42@example.test", "scope": "read write" })
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn hs(claims: &Value) -> String {
+    sign(
+        Algorithm::HS256,
+        None,
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+}
+
+fn rs(claims: &Value) -> String {
+    let key = EncodingKey::from_rsa_pem(fixture("rsa-test-private.pem").as_bytes()).unwrap();
+    sign(Algorithm::RS256, Some("rsa1"), claims, &key)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+struct Keys {
+    es_private: String,
+    es_public: String,
+    ed_private: String,
+    ed_jwks: String,
+}
+
+fn keys() -> Keys {
+    let es = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_jwks = json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "ed1", "use": "sig", "x": b64(ed.public_key_raw()) }] });
+    Keys {
+        es_private: es.serialize_pem(),
+        es_public: es.public_key_pem(),
+        ed_private: ed.serialize_pem(),
+        ed_jwks: ed_jwks.to_string(),
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+async fn auth_gateway(up: &Upstream, keys: &Keys) -> Gateway {
+    let alice_hash = hex(&{
+        use sha2::Digest;
+        sha2::Sha256::digest(ALICE_KEY.as_bytes())
+    });
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.jwt]
+module = "builtin:jwt-auth"
+grants = ["jwt"]
+[plugins.key]
+module = "builtin:api-key"
+
+[[routes]]
+name = "hs"
+match = {{ path_prefix = "/hs" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["HS256"], secrets = [{{ value = "{SECRET}" }}], issuers = ["{ISSUER}"], audiences = ["api"], leeway = 5, query = "access_token", claims_to_headers = {{ email = "x-jwt-claim-email" }} }} }}]
+
+[[routes]]
+name = "rs"
+match = {{ path_prefix = "/rs" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["RS256", "HS256"], public_keys = [{{ pem = {rsa}, kid = "rsa1" }}], scopes = ["read"] }} }}]
+
+[[routes]]
+name = "es"
+match = {{ path_prefix = "/es" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["ES256"], public_keys = [{{ pem = {es} }}] }} }}]
+
+[[routes]]
+name = "ed"
+match = {{ path_prefix = "/ed" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["EdDSA"], jwks = {jwks} }} }}]
+
+[[routes]]
+name = "key"
+match = {{ path_prefix = "/key" }}
+upstream = "up"
+plugins = [{{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{alice_hash}" }}] }} }}]
+
+[[routes]]
+name = "either"
+match = {{ path_prefix = "/either" }}
+upstream = "up"
+plugins = [
+  {{ use = "jwt", config = {{ algorithms = ["HS256"], secrets = [{{ value = "{SECRET}" }}], on_missing = "continue" }} }},
+  {{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{alice_hash}" }}] }} }},
+]
+"#,
+        up = up.addr,
+        rsa = toml_string(&fixture("rsa-test-public.pem")),
+        es = toml_string(&keys.es_public),
+        jwks = toml_string(&keys.ed_jwks),
+    ))
+    .await
+}
+
+async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = client()
+        .get(gw.url(path))
+        .header("x-consumer-id", "spoofed-admin");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.send().await.unwrap()
+}
+
+/// Asserts a 401 with `error="invalid_token"` and the given description.
+async fn assert_invalid(resp: reqwest::Response, description: &str) {
+    assert_eq!(resp.status(), 401, "{description}");
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"{description}\""
+        )
+    );
+    let body = json(resp).await;
+    assert_eq!(body["error"], "invalid_token");
+}
+
+#[tokio::test]
+async fn a_valid_token_passes_and_its_claims_reach_the_upstream() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let resp = get(&gw, "/hs", Some(&hs(&claims()))).await;
+    assert_eq!(resp.status(), 200);
+    let echo = json(resp).await;
+    assert_eq!(
+        echo["headers"]["x-consumer-id"],
+        json!(["user-42"]),
+        "spoofed header replaced"
+    );
+    assert_eq!(
+        seen_header(&echo, "x-jwt-claim-email"),
+        Some("u42@example.test")
+    );
+}
+
+#[tokio::test]
+async fn each_kind_of_bad_token_gets_401_with_the_reason() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let t = now();
+    let cases = [
+        (
+            hs(&with(claims(), "exp", json!(t - 60))),
+            "the token has expired",
+        ),
+        (
+            hs(&with(claims(), "nbf", json!(t + 600))),
+            "the token is not valid yet",
+        ),
+        (
+            hs(&with(claims(), "iss", json!("https://evil.test"))),
+            "the token has the wrong issuer",
+        ),
+        (
+            hs(&with(claims(), "aud", json!("other-api"))),
+            "the token has the wrong audience",
+        ),
+        (
+            sign(
+                Algorithm::HS256,
+                None,
+                &claims(),
+                &EncodingKey::from_secret(OTHER_SECRET.as_bytes()),
+            ),
+            "the signature is invalid",
+        ),
+    ];
+    for (token, description) in cases {
+        assert_invalid(get(&gw, "/hs", Some(&token)).await, description).await;
+    }
+
+    // A payload edited after signing.
+    let token = hs(&claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = b64(with(claims(), "sub", json!("admin")).to_string().as_bytes());
+    let tampered = format!("{}.{forged}.{}", parts[0], parts[2]);
+    assert_invalid(
+        get(&gw, "/hs", Some(&tampered)).await,
+        "the signature is invalid",
+    )
+    .await;
+
+    // `alg: none`, unsigned.
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims().to_string().as_bytes())
+    );
+    assert_invalid(get(&gw, "/hs", Some(&none)).await, "the token is malformed").await;
+
+    // Malformed tokens of every shape.
+    for token in ["", "abc", "a.b.c", "!!!.???.***", &"A".repeat(20_000)] {
+        assert_invalid(get(&gw, "/hs", Some(token)).await, "the token is malformed").await;
+    }
+}
+
+#[tokio::test]
+async fn an_rsa_public_key_can_never_be_used_as_an_hmac_secret() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    // The classic confusion attack: HS256 "signed" with the RSA public key's PEM text.
+    let public_pem = fixture("rsa-test-public.pem");
+    let forged = sign(
+        Algorithm::HS256,
+        Some("rsa1"),
+        &claims(),
+        &EncodingKey::from_secret(public_pem.as_bytes()),
+    );
+    assert_invalid(
+        get(&gw, "/rs", Some(&forged)).await,
+        "the signing key \\\"rsa1\\\" is unknown",
+    )
+    .await;
+    let forged = sign(
+        Algorithm::HS256,
+        None,
+        &claims(),
+        &EncodingKey::from_secret(public_pem.as_bytes()),
+    );
+    assert_invalid(
+        get(&gw, "/rs", Some(&forged)).await,
+        "no key can verify this token",
+    )
+    .await;
+    // The same algorithm on a route that does not list it.
+    assert_invalid(
+        get(&gw, "/es", Some(&hs(&claims()))).await,
+        "the signing algorithm HS256 is not accepted",
+    )
+    .await;
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn rs256_es256_and_eddsa_tokens_verify_and_unknown_kids_do_not() {
+    let up = Upstream::echo().await;
+    let keys = keys();
+    let gw = auth_gateway(&up, &keys).await;
+    assert_eq!(
+        get(&gw, "/rs", Some(&rs(&claims()))).await.status(),
+        200,
+        "RS256"
+    );
+    let es = sign(
+        Algorithm::ES256,
+        None,
+        &claims(),
+        &EncodingKey::from_ec_pem(keys.es_private.as_bytes()).unwrap(),
+    );
+    assert_eq!(get(&gw, "/es", Some(&es)).await.status(), 200, "ES256");
+    let ed_key = EncodingKey::from_ed_pem(keys.ed_private.as_bytes()).unwrap();
+    let ed = sign(Algorithm::EdDSA, Some("ed1"), &claims(), &ed_key);
+    assert_eq!(
+        get(&gw, "/ed", Some(&ed)).await.status(),
+        200,
+        "EdDSA from a JWKS"
+    );
+    let unknown = sign(Algorithm::EdDSA, Some("ed2"), &claims(), &ed_key);
+    assert_invalid(
+        get(&gw, "/ed", Some(&unknown)).await,
+        "the signing key \\\"ed2\\\" is unknown",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_scope_is_403_and_missing_token_is_a_bare_challenge() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let resp = get(
+        &gw,
+        "/rs",
+        Some(&rs(&with(claims(), "scope", json!("write")))),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read\""
+    );
+
+    let resp = get(&gw, "/rs", None).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"api\"");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn two_different_tokens_in_one_request_are_refused() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let (a, b) = (
+        hs(&claims()),
+        hs(&with(claims(), "sub", json!("someone-else"))),
+    );
+    let resp = client()
+        .get(gw.url(&format!("/hs?access_token={b}")))
+        .header("authorization", format!("Bearer {a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"api\", error=\"invalid_request\", error_description=\"the request carries more than one token\""
+    );
+    // The same token twice is one token.
+    let resp = client()
+        .get(gw.url(&format!("/hs?access_token={a}")))
+        .header("authorization", format!("Bearer {a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn api_keys_are_checked_and_the_consumer_header_cannot_be_spoofed() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let c = client();
+    let resp = c
+        .get(gw.url("/key"))
+        .header("x-api-key", ALICE_KEY)
+        .header("x-consumer-id", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo = json(resp).await;
+    assert_eq!(echo["headers"]["x-consumer-id"], json!(["alice"]));
+    assert_eq!(
+        seen_header(&echo, "x-api-key"),
+        None,
+        "the key is not forwarded"
+    );
+
+    let resp = c
+        .get(gw.url("/key"))
+        .header("x-api-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "ApiKey realm=\"api\"");
+    assert_eq!(json(resp).await["error"], "invalid_api_key");
+
+    let resp = c
+        .get(gw.url("/key"))
+        .header("x-consumer-id", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(json(resp).await["error"], "missing_api_key");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn either_a_token_or_an_api_key_authenticates() {
+    let up = Upstream::echo().await;
+    let gw = auth_gateway(&up, &keys()).await;
+    let c = client();
+    let by_token = get(&gw, "/either", Some(&hs(&claims()))).await;
+    assert_eq!(
+        json(by_token).await["headers"]["x-consumer-id"],
+        json!(["user-42"])
+    );
+    let by_key = c
+        .get(gw.url("/either"))
+        .header("x-api-key", ALICE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(by_key).await["headers"]["x-consumer-id"],
+        json!(["alice"])
+    );
+    assert_eq!(
+        c.get(gw.url("/either")).send().await.unwrap().status(),
+        401,
+        "neither"
+    );
+    let bad_token = get(
+        &gw,
+        "/either",
+        Some(&hs(&with(claims(), "exp", json!(now() - 60)))),
+    )
+    .await;
+    assert_eq!(
+        bad_token.status(),
+        401,
+        "an invalid token does not fall through to the API key"
+    );
+}
+
+#[tokio::test]
+async fn an_hmac_secret_shorter_than_the_hash_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gw.toml"),
+        "[listeners.main]\naddr = \"127.0.0.1:0\"\n[plugins.jwt]\nmodule = \"builtin:jwt-auth\"\ngrants = [\"jwt\"]\n[[routes]]\nname = \"r\"\nplugins = [{ use = \"jwt\", config = { algorithms = [\"HS256\"], secrets = [{ value = \"short\" }] } }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check", "gw.toml"], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("route `r`, plugin `jwt`: invalid config key `secrets[0].value`: an HMAC secret needs at least 32 bytes (256 bits), got 5"),
+        "{err}"
+    );
+}
