@@ -14,7 +14,9 @@ use http::{HeaderName, HeaderValue, Method};
 
 use crate::config::raw::RouteSection;
 use crate::config::{ConfigError, ConfigFile, Problem};
-use crate::plugin::{self, LoadedPlugin, PluginPool, PluginRuntime, PluginSettings};
+use crate::plugin::{
+    self, Capability, HttpSettings, LoadedPlugin, PluginPool, PluginRuntime, PluginSettings,
+};
 use crate::router::{HostMatch, Matcher, PathMatch, RouteTable};
 use crate::tls;
 use crate::upstream::{self, Upstream, UpstreamSettings};
@@ -297,7 +299,17 @@ impl Builder<'_> {
                 memory_limit: usize::try_from(section.memory_limit.as_u64()).unwrap_or(usize::MAX),
                 on_error: section.on_error,
                 isolation: section.isolation,
+                http: section
+                    .grants
+                    .contains(&Capability::Http)
+                    .then(|| HttpSettings {
+                        allow: section.http_allow.clone(),
+                        timeout: section.http_timeout,
+                        max_response: usize::try_from(section.http_max_response.as_u64())
+                            .unwrap_or(usize::MAX),
+                    }),
             };
+
             // Compiling takes milliseconds to seconds: keep it off this thread.
             let load = {
                 let (runtime, name) = (runtime.clone(), name.clone());

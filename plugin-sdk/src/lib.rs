@@ -214,6 +214,62 @@ pub mod clock {
     }
 }
 
+/// Outbound HTTP through the host's `http-client` capability (grant `http` and list the hosts
+/// in `http_allow`). Calls are made by the host asynchronously; the gateway keeps serving
+/// other requests while a plugin waits.
+pub mod http {
+    pub use crate::bindings::wasmgate::plugin::http_client::{Error, Request, Response, send};
+
+    impl Request {
+        /// A request without headers, body or caching.
+        pub fn new(method: &str, url: &str) -> Self {
+            Self {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                cache_ttl_ms: 0,
+            }
+        }
+
+        /// Adds a header.
+        pub fn header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        /// Sets the body.
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.body = body.into();
+            self
+        }
+
+        /// Lets the host answer identical requests from its cache for `ttl_ms` milliseconds.
+        pub fn cache_for_ms(mut self, ttl_ms: u32) -> Self {
+            self.cache_ttl_ms = ttl_ms;
+            self
+        }
+    }
+
+    impl Error {
+        /// A short description for logs.
+        pub fn describe(&self) -> String {
+            match self {
+                Error::NotAllowed(host) => format!("{host} is not in http_allow"),
+                Error::InvalidRequest(why) => format!("invalid request: {why}"),
+                Error::Timeout => "timed out".into(),
+                Error::Connection(why) => format!("connection failed: {why}"),
+                Error::TooLarge => "response too large".into(),
+            }
+        }
+    }
+}
+
+/// Key/value state with expiry, shared by all instances of the plugin (grant `state`).
+pub mod state {
+    pub use crate::bindings::wasmgate::plugin::state::{delete, get, set};
+}
+
 /// JWT verification through the host's `jwt` capability (grant `jwt` to the plugin).
 pub mod jwt {
     pub use crate::bindings::wasmgate::plugin::jwt::{Algorithm, KeySet, Policy, VerifyError};

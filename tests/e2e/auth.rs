@@ -99,7 +99,7 @@ async fn auth_gateway(up: &Upstream, keys: &Keys) -> Gateway {
 targets = ["{up}"]
 [plugins.jwt]
 module = "builtin:jwt-auth"
-grants = ["jwt"]
+grants = ["jwt", "http", "state"]
 [plugins.key]
 module = "builtin:api-key"
 
@@ -461,7 +461,7 @@ async fn an_hmac_secret_shorter_than_the_hash_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("gw.toml"),
-        "[listeners.main]\naddr = \"127.0.0.1:0\"\n[plugins.jwt]\nmodule = \"builtin:jwt-auth\"\ngrants = [\"jwt\"]\n[[routes]]\nname = \"r\"\nplugins = [{ use = \"jwt\", config = { algorithms = [\"HS256\"], secrets = [{ value = \"short\" }] } }]\n",
+        "[listeners.main]\naddr = \"127.0.0.1:0\"\n[plugins.jwt]\nmodule = \"builtin:jwt-auth\"\ngrants = [\"jwt\", \"http\", \"state\"]\n[[routes]]\nname = \"r\"\nplugins = [{ use = \"jwt\", config = { algorithms = [\"HS256\"], secrets = [{ value = \"short\" }] } }]\n",
     )
     .unwrap();
     let (code, _, err) = run_cli(&["check", "gw.toml"], dir.path());
@@ -470,4 +470,159 @@ async fn an_hmac_secret_shorter_than_the_hash_is_refused_at_load() {
         err.contains("route `r`, plugin `jwt`: invalid config key `secrets[0].value`: an HMAC secret needs at least 32 bytes (256 bits), got 5"),
         "{err}"
     );
+}
+
+/// An RFC 7662 endpoint: `good-*` tokens are active until a minute from now, `stale` is
+/// inactive; anything without the right client credentials gets 401.
+async fn introspection_server() -> Upstream {
+    Upstream::custom(|parts, body| {
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("gateway:s3cret"));
+        if parts.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            return (401, json!({ "error": "invalid_client" }).to_string());
+        }
+        let form: std::collections::HashMap<String, String> = url_decoded(body);
+        let token = form.get("token").cloned().unwrap_or_default();
+        let answer = match token.as_str() {
+            t if t.starts_with("good-") => {
+                json!({ "active": true, "sub": t.trim_start_matches("good-"), "scope": "read", "exp": now() + 60 })
+            }
+            _ => json!({ "active": false }),
+        };
+        (200, answer.to_string())
+    })
+    .await
+}
+
+fn url_decoded(body: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.replace("%2B", "+")
+                    .replace("%2F", "/")
+                    .replace("%3D", "="),
+            )
+        })
+        .collect()
+}
+
+async fn introspection_gateway(up: &Upstream, endpoint: std::net::SocketAddr) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.introspect]
+module = "builtin:oauth2-introspection"
+grants = ["http", "state", "clock"]
+http_allow = ["{endpoint}"]
+http_timeout = "500ms"
+[[routes]]
+name = "introspected"
+upstream = "up"
+plugins = [{{ use = "introspect", config = {{ endpoint = "http://{endpoint}/introspect", client_id = "gateway", client_secret = "s3cret", scopes = ["read"] }} }}]
+"#,
+        up = up.addr
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn introspection_accepts_active_tokens_refuses_inactive_ones_and_caches_both() {
+    let up = Upstream::echo().await;
+    let idp = introspection_server().await;
+    let gw = introspection_gateway(&up, idp.addr).await;
+    for _ in 0..5 {
+        let resp = get(&gw, "/", Some("good-alice")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            json(resp).await["headers"]["x-consumer-id"],
+            json!(["alice"])
+        );
+    }
+    assert_eq!(idp.hits(), 1, "active result cached");
+    for _ in 0..5 {
+        assert_invalid(
+            get(&gw, "/", Some("stale")).await,
+            "the token is not active",
+        )
+        .await;
+    }
+    assert_eq!(idp.hits(), 2, "inactive result cached briefly");
+    assert_eq!(get(&gw, "/", None).await.status(), 401);
+    assert_eq!(up.hits(), 5);
+}
+
+#[tokio::test]
+async fn introspection_fails_closed_with_503_when_the_endpoint_is_down() {
+    let up = Upstream::echo().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = introspection_gateway(&up, dead).await;
+    let resp = get(&gw, "/", Some("good-alice")).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(json(resp).await["error"], "temporarily_unavailable");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_once_and_a_rotated_key_is_picked_up() {
+    let up = Upstream::echo().await;
+    let k1 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let k2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let jwk = |kid: &str, key: &rcgen::KeyPair| json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(key.public_key_raw()) });
+    let document = std::sync::Arc::new(std::sync::Mutex::new(
+        json!({ "keys": [jwk("k1", &k1)] }).to_string(),
+    ));
+    let served = document.clone();
+    let jwks = Upstream::custom(move |_, _| (200, served.lock().unwrap().clone())).await;
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.jwt]
+module = "builtin:jwt-auth"
+grants = ["jwt", "http", "state"]
+http_allow = ["{jwks}"]
+[[routes]]
+name = "remote"
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["EdDSA"], jwks_url = "http://{jwks}/.well-known/jwks.json", jwks_refresh_interval = 0 }} }}]
+"#,
+        up = up.addr,
+        jwks = jwks.addr
+    ))
+    .await;
+    let token = |kid: &str, key: &rcgen::KeyPair| {
+        sign(
+            Algorithm::EdDSA,
+            Some(kid),
+            &claims(),
+            &EncodingKey::from_ed_pem(key.serialize_pem().as_bytes()).unwrap(),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "/", Some(&token("k1", &k1))).await.status(), 200);
+    }
+    assert_eq!(jwks.hits(), 1, "one fetch for every instance");
+
+    // The issuer rotates to k2: the first token naming it triggers a refetch.
+    *document.lock().unwrap() = json!({ "keys": [jwk("k1", &k1), jwk("k2", &k2)] }).to_string();
+    assert_eq!(
+        get(&gw, "/", Some(&token("k2", &k2))).await.status(),
+        200,
+        "rotated key picked up"
+    );
+    assert_eq!(jwks.hits(), 2);
+    // A key nobody published stays unknown.
+    let k3 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    assert_invalid(
+        get(&gw, "/", Some(&token("k3", &k3))).await,
+        "the signing key \\\"k3\\\" is unknown",
+    )
+    .await;
 }

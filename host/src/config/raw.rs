@@ -170,8 +170,9 @@ fn default_max_idle() -> usize {
 pub struct PluginSection {
     /// `builtin:<name>` or a path to a `.wasm` component (relative to the config file).
     pub module: Spanned<String>,
-    /// Capabilities the plugin may import (default: `["log"]`).
-    #[serde(default = "default_grants")]
+    /// Capabilities the plugin may import beyond logging, which every plugin has:
+    /// `clock`, `jwt`, `http`, `state`.
+    #[serde(default)]
     pub grants: Vec<Capability>,
     /// Deadline for one hook call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -185,11 +186,25 @@ pub struct PluginSection {
     /// `pooled` (instances reused) or `per-request` (a fresh instance for every call).
     #[serde(default)]
     pub isolation: Isolation,
+    /// Hosts the plugin may call with the `http` capability: `host` (ports 80 and 443) or
+    /// `host:port`.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    /// Deadline for one outbound request.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// Largest outbound response body accepted.
+    #[serde(default = "default_http_max_response", deserialize_with = "size")]
+    pub http_max_response: ByteSize,
 }
 
-fn default_grants() -> Vec<Capability> {
-    vec![Capability::Log]
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(5)
 }
+fn default_http_max_response() -> ByteSize {
+    ByteSize::mib(1)
+}
+
 fn default_timeout() -> Duration {
     Duration::from_millis(20)
 }

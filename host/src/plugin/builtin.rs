@@ -22,6 +22,13 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "api-key",
         include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/api_key.wasm")),
     ),
+    (
+        "oauth2-introspection",
+        include_bytes!(concat!(
+            env!("WASMGATE_PLUGIN_DIR"),
+            "/oauth2_introspection.wasm"
+        )),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

@@ -33,19 +33,33 @@ pub struct InstanceLabel {
     pub route: Arc<str>,
 }
 
+/// Host services a plugin's instances share: its outbound HTTP client and cache, the state
+/// store.
+pub struct Services {
+    /// Outbound HTTP, when granted.
+    pub outbound: Option<Arc<super::outbound::Outbound>>,
+    /// Key/value state.
+    pub state: Arc<super::outbound::StateStore>,
+}
+
 /// The data of one plugin instance's store.
 pub struct PluginState {
     wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
     pub(super) label: Arc<InstanceLabel>,
+    pub(super) services: Arc<Services>,
     /// The request being handled during a hook call ([`Exchange::idle`] between calls).
     pub(super) exchange: Exchange,
     epoch: Instant,
 }
 
 impl PluginState {
-    pub(super) fn new(label: Arc<InstanceLabel>, limits: StoreLimits) -> Self {
+    pub(super) fn new(
+        label: Arc<InstanceLabel>,
+        limits: StoreLimits,
+        services: Arc<Services>,
+    ) -> Self {
         Self {
             // No preopened directories, environment, arguments, stdio or network access: the
             // WASI imports a Rust or Python guest's standard library links against resolve, but
@@ -54,6 +68,7 @@ impl PluginState {
             table: ResourceTable::new(),
             limits,
             label,
+            services,
             exchange: Exchange::idle(),
             epoch: Instant::now(),
         }

@@ -11,6 +11,7 @@ mod builtin;
 mod cache;
 mod host;
 mod jwt;
+mod outbound;
 mod pool;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use builtin::{BUILTIN_PLUGINS, builtin};
 pub use host::InstanceLabel;
+pub use outbound::HttpSettings;
 pub use pool::{FaultKind, PluginFault, PluginPool};
 
 /// Types of the plugin contract as the host sees them.
@@ -37,7 +39,10 @@ mod bindings {
         world: "plugin",
         // Our host functions never block and stay synchronous; WASI's are async (its streams
         // need the Tokio runtime), so hook calls are async too.
-        imports: { default: trappable },
+        imports: {
+            "wasmgate:plugin/http-client.send": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         with: {
             "wasmgate:plugin/types.request": super::host::RequestHandle,
@@ -60,17 +65,28 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
-    /// `wasmgate:plugin/log`: write to the gateway's log.
+    /// `wasmgate:plugin/log`: write to the gateway's log. Always granted; accepted in
+    /// `grants` for clarity.
     Log,
     /// `wasmgate:plugin/clock`: wall-clock and monotonic time.
     Clock,
     /// `wasmgate:plugin/jwt`: JWT verification in native code.
     Jwt,
+    /// `wasmgate:plugin/http-client`: outbound HTTP to the hosts in `http_allow`.
+    Http,
+    /// `wasmgate:plugin/state`: key/value state with expiry, shared by the plugin's instances.
+    State,
 }
 
 impl Capability {
     /// Every capability, in the order they are documented.
-    pub const ALL: [Capability; 3] = [Capability::Log, Capability::Clock, Capability::Jwt];
+    pub const ALL: [Capability; 5] = [
+        Capability::Log,
+        Capability::Clock,
+        Capability::Jwt,
+        Capability::Http,
+        Capability::State,
+    ];
 
     /// The config spelling, e.g. `log`.
     pub fn name(self) -> &'static str {
@@ -78,6 +94,8 @@ impl Capability {
             Capability::Log => "log",
             Capability::Clock => "clock",
             Capability::Jwt => "jwt",
+            Capability::Http => "http",
+            Capability::State => "state",
         }
     }
 
@@ -86,6 +104,8 @@ impl Capability {
             Capability::Log => "wasmgate:plugin/log@0.1.0",
             Capability::Clock => "wasmgate:plugin/clock@0.1.0",
             Capability::Jwt => "wasmgate:plugin/jwt@0.1.0",
+            Capability::Http => "wasmgate:plugin/http-client@0.1.0",
+            Capability::State => "wasmgate:plugin/state@0.1.0",
         }
     }
 }
@@ -125,16 +145,19 @@ pub struct PluginSettings {
     pub on_error: FailurePolicy,
     /// Instance sharing.
     pub isolation: Isolation,
+    /// Outbound HTTP, when granted.
+    pub http: Option<HttpSettings>,
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
         Self {
-            grants: vec![Capability::Log],
+            grants: Vec::new(),
             timeout: Duration::from_millis(20),
             memory_limit: 32 << 20,
             on_error: FailurePolicy::Fail,
             isolation: Isolation::Pooled,
+            http: None,
         }
     }
 }
@@ -181,6 +204,7 @@ pub struct RuntimeOptions {
 pub struct PluginRuntime {
     engine: Engine,
     cache: Option<cache::ArtifactCache>,
+    state: Arc<outbound::StateStore>,
     /// Components compiled by this process, by content hash: reloading an unchanged module
     /// costs one hash.
     compiled: std::sync::Mutex<HashMap<String, Component>>,
@@ -214,6 +238,7 @@ impl PluginRuntime {
         Ok(Self {
             engine,
             cache,
+            state: Default::default(),
             compiled: Default::default(),
         })
     }
@@ -236,11 +261,19 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .map_err(LoadError::Contract)?;
         let pre = bindings::PluginPre::new(pre).map_err(LoadError::Contract)?;
+        let services = Arc::new(host::Services {
+            outbound: settings
+                .http
+                .clone()
+                .map(|http| Arc::new(outbound::Outbound::new(http))),
+            state: self.state.clone(),
+        });
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             module_hash,
             pre,
             settings,
+            services,
         }))
     }
 
@@ -273,7 +306,10 @@ impl PluginRuntime {
     ) -> Result<(), LoadError> {
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
-            for capability in Capability::ALL {
+            for capability in Capability::ALL
+                .into_iter()
+                .filter(|c| *c != Capability::Log)
+            {
                 let iface = capability.interface();
                 let unversioned = iface.split('@').next().unwrap_or(iface);
                 let imports_it = import == iface || import.starts_with(&format!("{unversioned}@"));
@@ -289,20 +325,26 @@ impl PluginRuntime {
     }
 
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
-        use bindings::wasmgate::plugin::{clock, jwt, log, types};
+        use bindings::wasmgate::plugin::{clock, http_client, jwt, log, state, types};
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        // Logging is always available: it only writes to the gateway's own log.
+        log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         for capability in &settings.grants {
             match capability {
-                Capability::Log => {
-                    log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
-                }
+                Capability::Log => {}
                 Capability::Clock => {
                     clock::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
                 }
                 Capability::Jwt => {
                     jwt::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+                Capability::Http => {
+                    http_client::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+                Capability::State => {
+                    state::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
                 }
             }
         }
@@ -366,6 +408,7 @@ pub struct LoadedPlugin {
     module_hash: String,
     pre: bindings::PluginPre<PluginState>,
     settings: PluginSettings,
+    services: Arc<host::Services>,
 }
 
 impl LoadedPlugin {

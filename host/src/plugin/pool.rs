@@ -267,7 +267,10 @@ impl PluginPool {
             .trap_on_grow_failure(true)
             .build();
         let engine = self.plugin.pre.engine();
-        let mut store = Store::new(engine, PluginState::new(self.label.clone(), limits));
+        let mut store = Store::new(
+            engine,
+            PluginState::new(self.label.clone(), limits, self.plugin.services.clone()),
+        );
         store.limiter(|state| state.limiter());
         let ticks = u64::try_from(CONFIGURE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
         store.set_epoch_deadline(ticks);

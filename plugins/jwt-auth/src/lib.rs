@@ -14,14 +14,18 @@
 //! - On success: the consumer (`consumer_claim`, default `sub`) and scopes go into the context,
 //!   and configured claims into request headers (client-sent copies are removed first).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use wasmgate_plugin_sdk::auth::{self, OnMissing};
-use wasmgate_plugin_sdk::jwt::{Algorithm, KeySet, Policy};
-use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, fields, plugin};
+use wasmgate_plugin_sdk::jwt::{Algorithm, KeySet, Policy, VerifyError};
+use wasmgate_plugin_sdk::{
+    Action, ConfigError, Context, Plugin, Request, fields, http, log, plugin, state,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,15 @@ struct Config {
     /// A JWKS document (JSON text).
     #[serde(default)]
     jwks: Option<String>,
+    /// A JWKS URL (grant `http`, `state` and `clock`, and allow its host in `http_allow`).
+    #[serde(default)]
+    jwks_url: Option<String>,
+    /// Seconds a fetched JWKS is used before it is fetched again (revoked keys disappear).
+    #[serde(default = "default_jwks_ttl")]
+    jwks_cache_ttl: u32,
+    /// Least seconds between two fetches caused by tokens with an unknown `kid`.
+    #[serde(default = "default_jwks_refresh")]
+    jwks_refresh_interval: u32,
     #[serde(default)]
     issuers: Vec<String>,
     #[serde(default)]
@@ -89,6 +102,12 @@ struct PemConfig {
     kid: Option<String>,
 }
 
+fn default_jwks_ttl() -> u32 {
+    300
+}
+fn default_jwks_refresh() -> u32 {
+    10
+}
 fn default_leeway() -> u32 {
     30
 }
@@ -105,8 +124,31 @@ fn default_realm() -> String {
     "api".into()
 }
 
+/// The configured keys, kept to rebuild the key set when the remote JWKS changes.
+struct StaticKeys {
+    secrets: Vec<(Vec<u8>, Option<String>)>,
+    pems: Vec<(String, Option<String>)>,
+    jwks: Option<String>,
+}
+
+/// A JWKS fetched from a URL, shared by all instances through the plugin's state.
+struct RemoteJwks {
+    url: String,
+    ttl_ms: u32,
+    refresh_interval_ms: u32,
+    /// Version (hash) of the document this instance's key set was built from.
+    version: RefCell<Vec<u8>>,
+}
+
+const JWKS_DOCUMENT: &str = "jwks:document";
+const JWKS_VERSION: &str = "jwks:version";
+const JWKS_FRESH: &str = "jwks:fresh";
+const JWKS_REFRESH_LOCK: &str = "jwks:refresh-lock";
+
 struct JwtAuth {
-    keys: KeySet,
+    keys: RefCell<KeySet>,
+    static_keys: StaticKeys,
+    remote: Option<RemoteJwks>,
     policy: Policy,
     scopes: Vec<String>,
     header: String,
@@ -137,6 +179,11 @@ impl Plugin for JwtAuth {
             })?;
             algorithms.push(alg);
         }
+        let mut static_keys = StaticKeys {
+            secrets: Vec::new(),
+            pems: Vec::new(),
+            jwks: config.jwks.clone(),
+        };
         let keys = KeySet::new();
         for (i, secret) in config.secrets.iter().enumerate() {
             let bytes = match secret.base64 {
@@ -147,18 +194,36 @@ impl Plugin for JwtAuth {
             };
             keys.add_secret(&bytes, secret.kid.as_deref())
                 .map_err(|e| ConfigError::at(format!("secrets[{i}].value"), e))?;
+            static_keys.secrets.push((bytes, secret.kid.clone()));
         }
         for (i, key) in config.public_keys.iter().enumerate() {
             keys.add_pem(&key.pem, key.kid.as_deref())
                 .map_err(|e| ConfigError::at(format!("public_keys[{i}].pem"), e))?;
+            static_keys.pems.push((key.pem.clone(), key.kid.clone()));
         }
         if let Some(jwks) = &config.jwks {
             keys.add_jwks(jwks)
                 .map_err(|e| ConfigError::at("jwks", e))?;
         }
+        let remote = config.jwks_url.map(|url| RemoteJwks {
+            url,
+            ttl_ms: config.jwks_cache_ttl.saturating_mul(1000),
+            refresh_interval_ms: config.jwks_refresh_interval.saturating_mul(1000),
+            version: RefCell::new(Vec::new()),
+        });
+        if let Some(remote) = &remote {
+            // One fetch serves every instance: later ones find the document in the state.
+            if state::get(JWKS_DOCUMENT).is_none() {
+                fetch_jwks(remote).map_err(|e| ConfigError::at("jwks_url", e))?;
+            }
+            let document = state::get(JWKS_DOCUMENT).unwrap_or_default();
+            keys.add_jwks(&String::from_utf8_lossy(&document))
+                .map_err(|e| ConfigError::at("jwks_url", e))?;
+            *remote.version.borrow_mut() = state::get(JWKS_VERSION).unwrap_or_default();
+        }
         if keys.len() == 0 {
             return Err(ConfigError::new(
-                "no keys: configure `secrets`, `public_keys` or `jwks`",
+                "no keys: configure `secrets`, `public_keys`, `jwks` or `jwks_url`",
             ));
         }
         let mut claims_to_headers = Vec::new();
@@ -176,7 +241,9 @@ impl Plugin for JwtAuth {
         };
         fields::check_name(&config.header).map_err(|e| ConfigError::at("header", e))?;
         Ok(Self {
-            keys,
+            keys: RefCell::new(keys),
+            static_keys,
+            remote,
             policy: Policy {
                 algorithms,
                 leeway_secs: config.leeway,
@@ -232,7 +299,7 @@ impl Plugin for JwtAuth {
                 );
             }
         };
-        let claims = match self.keys.verify(token, &self.policy) {
+        let claims = match self.verify(token) {
             Ok(claims) => claims,
             Err(e) => return self.refuse(401, "invalid_token", &e.describe()),
         };
@@ -274,6 +341,57 @@ impl Plugin for JwtAuth {
 }
 
 impl JwtAuth {
+    /// Verifies with the current keys, keeping a remote JWKS fresh: refetched after its cache
+    /// time, and at most once per refresh interval when a token names an unknown key (so a
+    /// rotation is picked up without a restart, and junk `kid`s cannot flood the server).
+    fn verify(&self, token: &str) -> Result<String, VerifyError> {
+        let Some(remote) = &self.remote else {
+            return self.keys.borrow().verify(token, &self.policy);
+        };
+        if state::get(JWKS_FRESH).is_none() {
+            state::set(JWKS_FRESH, b"1", remote.ttl_ms);
+            if let Err(e) = fetch_jwks(remote) {
+                log::warn(&format!("keeping the previous JWKS: {e}"));
+            }
+        }
+        self.sync_keys(remote);
+        match self.keys.borrow().verify(token, &self.policy) {
+            Err(VerifyError::UnknownKey(Some(_))) if state::get(JWKS_REFRESH_LOCK).is_none() => {}
+            result => return result,
+        }
+        state::set(JWKS_REFRESH_LOCK, b"1", remote.refresh_interval_ms);
+        if let Err(e) = fetch_jwks(remote) {
+            log::warn(&format!("JWKS refresh for an unknown key failed: {e}"));
+        }
+        self.sync_keys(remote);
+        self.keys.borrow().verify(token, &self.policy)
+    }
+
+    /// Rebuilds this instance's key set if the shared JWKS document changed.
+    fn sync_keys(&self, remote: &RemoteJwks) {
+        let version = state::get(JWKS_VERSION).unwrap_or_default();
+        if version == *remote.version.borrow() {
+            return;
+        }
+        let Some(document) = state::get(JWKS_DOCUMENT) else {
+            return;
+        };
+        let keys = KeySet::new();
+        for (secret, kid) in &self.static_keys.secrets {
+            let _ = keys.add_secret(secret, kid.as_deref());
+        }
+        for (pem, kid) in &self.static_keys.pems {
+            let _ = keys.add_pem(pem, kid.as_deref());
+        }
+        if let Some(jwks) = &self.static_keys.jwks {
+            let _ = keys.add_jwks(jwks);
+        }
+        if keys.add_jwks(&String::from_utf8_lossy(&document)).is_ok() {
+            *self.keys.borrow_mut() = keys;
+            *remote.version.borrow_mut() = version;
+        }
+    }
+
     fn refuse(&self, status: u16, error: &str, description: &str) -> Action {
         let challenge = format!(
             "Bearer realm={}, error={}, error_description={}",
@@ -351,6 +469,25 @@ fn claim_text(value: &Value) -> Option<String> {
         _ => None,
     }
     .filter(|text| fields::is_valid_value(text))
+}
+
+/// Fetches the JWKS into the plugin's shared state (document and version).
+fn fetch_jwks(remote: &RemoteJwks) -> Result<(), String> {
+    let request = http::Request::new("GET", &remote.url).header("accept", "application/json");
+    let response =
+        http::send(&request).map_err(|e| format!("fetching {}: {}", remote.url, e.describe()))?;
+    if response.status != 200 {
+        return Err(format!(
+            "fetching {}: the server answered {}",
+            remote.url, response.status
+        ));
+    }
+    let version = Sha256::digest(&response.body).to_vec();
+    // Kept for a day; `jwks:fresh` decides when it is fetched again.
+    state::set(JWKS_DOCUMENT, &response.body, 86_400_000);
+    state::set(JWKS_VERSION, &version, 86_400_000);
+    state::set(JWKS_FRESH, b"1", remote.ttl_ms);
+    Ok(())
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
