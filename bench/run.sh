@@ -16,6 +16,11 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 ORIGIN="https://app.example.com"
+# A test-only HS256 secret and a token signed with it (sub "bench", expires in 2100).
+JWT_SECRET="a-bench-secret-of-at-least-32-bytes!!"
+JWT="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImV4cCI6NDEwMjQ0NDgwMH0.Hqz14ktIHJghTrI7I6Uv0OHCxnsiZY1LMJ2rXUHkdqc"
+API_KEY="bench-key"
+KEY_SHA256=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 for tool in nginx wrk taskset; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
 done
@@ -79,6 +84,21 @@ plugins = [
   { use = "cors", config = { origins = ["$ORIGIN"] } },
   { use = "headers", config = { request = { set = { "x-api-version" = "1" } }, response = { set = { "x-served-by" = "wasmgate" } } } },
 ]
+[plugins.jwt]
+module = "builtin:jwt-auth"
+grants = ["jwt", "http", "state"]
+[plugins.key]
+module = "builtin:api-key"
+[[routes]]
+name = "jwt"
+match = { path_prefix = "/jwt" }
+upstream = "backend"
+plugins = [{ use = "jwt", config = { algorithms = ["HS256"], secrets = [{ value = "$JWT_SECRET" }] } }]
+[[routes]]
+name = "key"
+match = { path_prefix = "/key" }
+upstream = "backend"
+plugins = [{ use = "key", config = { keys = [{ consumer = "bench", sha256 = "$KEY_SHA256" }] } }]
 [[routes]]
 name = "plain"
 upstream = "backend"
@@ -93,12 +113,15 @@ for port in 19000 19001 19002; do
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
 done
 
+# name|url|extra request header
 targets=(
-  "direct (upstream, no proxy)|http://127.0.0.1:19000/"
-  "nginx proxy_pass|http://127.0.0.1:19001/"
-  "nginx + CORS/header directives|http://127.0.0.1:19001/cors"
-  "wasmgate, no plugins|http://127.0.0.1:19002/"
-  "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors"
+  "direct (upstream, no proxy)|http://127.0.0.1:19000/|"
+  "nginx proxy_pass|http://127.0.0.1:19001/|"
+  "nginx + CORS/header directives|http://127.0.0.1:19001/cors|"
+  "wasmgate, no plugins|http://127.0.0.1:19002/|"
+  "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors|"
+  "wasmgate, jwt-auth (HS256)|http://127.0.0.1:19002/jwt|Authorization: Bearer $JWT"
+  "wasmgate, api-key|http://127.0.0.1:19002/key|X-Api-Key: $API_KEY"
 )
 
 to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s
@@ -112,16 +135,18 @@ cpu_busy() { # % of both cores busy over half a second, before a run starts
 }
 for ((round = 1; round <= ROUNDS; round++)); do
   for i in "${!targets[@]}"; do
-    url=${targets[$i]#*|}
+    IFS='|' read -r name url extra <<<"${targets[$i]}"
     busy=$(cpu_busy)
-    out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Origin: $ORIGIN" "$url")
+    headers=(-H "Origin: $ORIGIN")
+    [ -n "$extra" ] && headers+=(-H "$extra")
+    out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${headers[@]}" "$url")
     rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
     echo "$i $rps $p50 $p99" >> "$work/results"
     printf 'round %d  %-34s %10s req/s  p50 %6s ms  p99 %6s ms  (cpu busy before: %s%%) %s\n' \
-      "$round" "${targets[$i]%|*}" "$rps" "$p50" "$p99" "$busy" "$errors"
+      "$round" "$name" "$rps" "$p50" "$p99" "$busy" "$errors"
   done
 done
 
@@ -137,6 +162,6 @@ for i in "${!targets[@]}"; do
   p50=$(awk -v i="$i" '$1 == i { print $3 }' "$work/results" | median)
   p99=$(awk -v i="$i" '$1 == i { print $4 }' "$work/results" | median)
   ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2fx", a / b }')
-  printf '| %-34s | %10s | %8s | %8s | %13s |\n' "${targets[$i]%|*}" "$rps" "$p50" "$p99" "$ratio"
+  printf '| %-34s | %10s | %8s | %8s | %13s |\n' "${targets[$i]%%|*}" "$rps" "$p50" "$p99" "$ratio"
 done
 echo "(nginx proxy_pass p99: $nginx_p99 ms)"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::exchange::Exchange;
-use wasmgate::plugin::{PluginPool, PluginRuntime, PluginSettings, RuntimeOptions};
+use wasmgate::plugin::{Capability, PluginPool, PluginRuntime, PluginSettings, RuntimeOptions};
 
 fn plugin_bytes(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("WASMGATE_PLUGIN_DIR"));
@@ -18,8 +18,12 @@ fn pool(
     name: &str,
     config: &str,
 ) -> Arc<PluginPool> {
+    let settings = PluginSettings {
+        grants: vec![Capability::Jwt, Capability::Http, Capability::State],
+        ..PluginSettings::default()
+    };
     let plugin = runtime
-        .load(name, &plugin_bytes(name), PluginSettings::default())
+        .load(name, &plugin_bytes(name), settings)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     match rt.block_on(PluginPool::new(plugin, "bench", config.to_owned())) {
         Ok(Ok(pool)) => pool,
@@ -29,14 +33,20 @@ fn pool(
 }
 
 fn request() -> Exchange {
-    let req = http::Request::builder()
+    request_with(None)
+}
+
+fn request_with(header: Option<(&str, &str)>) -> Exchange {
+    let mut req = http::Request::builder()
         .uri("/api/users?page=2")
         .header("host", "api.example.com")
         .header("origin", "https://app.example.com")
         .header("accept", "application/json")
-        .header("user-agent", "bench")
-        .body(())
-        .unwrap_or_default();
+        .header("user-agent", "bench");
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let req = req.body(()).unwrap_or_default();
     let mut exchange = Exchange::idle();
     exchange.request = req.into_parts().0;
     exchange.response = Some(http::Response::new(()).into_parts().0);
@@ -92,6 +102,84 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // Authentication: the whole request hook, verification included.
+    let secret = "a-bench-secret-of-at-least-32-bytes!!";
+    let rsa_private = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/rsa-test-private.pem"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rsa_public = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/rsa-test-public.pem"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let claims = serde_json::json!({ "sub": "user-42", "exp": 4_102_444_800u64, "scope": "read" });
+    let sign = |alg, key: &jsonwebtoken::EncodingKey| {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let hs_token = format!(
+        "Bearer {}",
+        sign(
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        )
+    );
+    let rsa_key = jsonwebtoken::EncodingKey::from_rsa_pem(rsa_private.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rs_token = format!("Bearer {}", sign(jsonwebtoken::Algorithm::RS256, &rsa_key));
+    let hs = pool(
+        &rt,
+        &runtime,
+        "jwt_auth",
+        &serde_json::json!({ "algorithms": ["HS256"], "secrets": [{ "value": secret }] })
+            .to_string(),
+    );
+    let rs = pool(
+        &rt,
+        &runtime,
+        "jwt_auth",
+        &serde_json::json!({ "algorithms": ["RS256"], "public_keys": [{ "pem": rsa_public }] })
+            .to_string(),
+    );
+    // sha256("bench-key")
+    let key_hash = "b0962662e937d44c699c8305d90cbf190b3150c59b13863d1380b5cc3c711bb7";
+    let api_key = pool(
+        &rt,
+        &runtime,
+        "api_key",
+        &serde_json::json!({ "keys": [{ "consumer": "bench", "sha256": key_hash }] }).to_string(),
+    );
+    let auth_cases = [
+        (
+            "jwt_auth_hs256_request",
+            &hs,
+            ("authorization", hs_token.as_str()),
+        ),
+        (
+            "jwt_auth_rs256_request",
+            &rs,
+            ("authorization", rs_token.as_str()),
+        ),
+        (
+            "api_key_request_valid_key",
+            &api_key,
+            ("x-api-key", "bench-key"),
+        ),
+    ];
+    for (name, pool, header) in auth_cases {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let pool = pool.clone();
+                async move {
+                    let (ex, result) = pool.on_request(request_with(Some(header))).await;
+                    result.unwrap_or_else(|e| panic!("{e}"));
+                    std::hint::black_box(ex)
+                }
+            })
+        });
+    }
     group.bench_function("baseline_build_request_only", |b| {
         b.iter(|| std::hint::black_box(request()))
     });
