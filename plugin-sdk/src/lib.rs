@@ -359,12 +359,95 @@ pub mod auth {
     }
 
     /// A JSON error reply with a `WWW-Authenticate` challenge.
-    pub fn challenge(status: u16, www_authenticate: &str, error: &str, description: &str) -> Reply {
+    pub fn challenge_reply(
+        status: u16,
+        www_authenticate: &str,
+        error: &str,
+        description: &str,
+    ) -> Reply {
         let body = serde_json::json!({ "error": error, "error_description": description });
         Reply::new(status)
             .header("www-authenticate", www_authenticate)
             .header("cache-control", "no-store")
             .json(&body)
+    }
+
+    /// The default header telling the upstream who the consumer is.
+    pub fn default_consumer_header() -> String {
+        "x-consumer-id".into()
+    }
+
+    /// The default realm of challenges.
+    pub fn default_realm() -> String {
+        "api".into()
+    }
+
+    /// Validates a configured consumer header name; `""` means none.
+    pub fn consumer_header(name: &str) -> Result<Option<String>, String> {
+        match name {
+            "" => Ok(None),
+            name => crate::fields::check_name(name).map(|()| Some(name.to_owned())),
+        }
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header, if any.
+    pub fn bearer_token(req: &crate::Request) -> Option<String> {
+        let value = req.header("authorization")?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+    }
+
+    /// RFC 6750 answers for bearer-token plugins, in one realm.
+    pub struct Bearer {
+        realm: String,
+    }
+
+    impl Bearer {
+        /// Challenges in `realm`.
+        pub fn new(realm: &str) -> Self {
+            Self {
+                realm: quoted(realm),
+            }
+        }
+
+        /// 401 for a request without a token: a bare challenge, no error code (RFC 6750 §3.1).
+        pub fn missing(&self) -> crate::Action {
+            let challenge = format!("Bearer realm={}", self.realm);
+            crate::Action::respond(challenge_reply(
+                401,
+                &challenge,
+                "invalid_request",
+                "no bearer token in the request",
+            ))
+        }
+
+        /// A refusal with an error code, e.g. 401 `invalid_token` or 400 `invalid_request`.
+        pub fn refuse(&self, status: u16, error: &str, description: &str) -> crate::Action {
+            let challenge = format!(
+                "Bearer realm={}, error={}, error_description={}",
+                self.realm,
+                quoted(error),
+                quoted(description)
+            );
+            crate::Action::respond(challenge_reply(status, &challenge, error, description))
+        }
+
+        /// 403 `insufficient_scope`, naming the scopes the route requires.
+        pub fn insufficient_scope(&self, required: &[String], missing: &str) -> crate::Action {
+            let challenge = format!(
+                "Bearer realm={}, error=\"insufficient_scope\", scope={}",
+                self.realm,
+                quoted(&required.join(" "))
+            );
+            let description = format!("the token lacks the {missing:?} scope");
+            crate::Action::respond(challenge_reply(
+                403,
+                &challenge,
+                "insufficient_scope",
+                &description,
+            ))
+        }
     }
 
     /// Quotes a value for an HTTP auth-param (`realm="..."`).

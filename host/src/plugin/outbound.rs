@@ -112,7 +112,7 @@ impl Outbound {
                 .client
                 .request(outgoing)
                 .await
-                .map_err(|e| Error::Connection(chain(&e)))?;
+                .map_err(|e| Error::Connection(crate::proxy::error::chain(&e)))?;
             let (head, body) = resp.into_parts();
             let body = Limited::new(body, self.settings.max_response)
                 .collect()
@@ -183,17 +183,6 @@ fn cache_key(req: &Request) -> [u8; 32] {
     }
     digest.update(&req.body);
     digest.finalize().into()
-}
-
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 impl wit::Host for PluginState {

@@ -299,7 +299,7 @@ async fn forward(
                 target: "wasmgate::upstream",
                 upstream = upstream.name(),
                 %target,
-                error = %error_chain(&e),
+                error = %error::chain(&e),
                 "upstream request failed",
             );
             return Err(match timed_out {
@@ -358,17 +358,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

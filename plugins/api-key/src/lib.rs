@@ -28,7 +28,7 @@ struct Config {
     #[serde(default)]
     query: Option<String>,
     /// Request header that tells the upstream who the consumer is (`""` for none).
-    #[serde(default = "default_consumer_header")]
+    #[serde(default = "auth::default_consumer_header")]
     consumer_header: String,
     /// Remove the key from the request before it goes upstream.
     #[serde(default = "default_true")]
@@ -37,7 +37,7 @@ struct Config {
     #[serde(default)]
     on_missing: OnMissing,
     /// Realm in the `WWW-Authenticate` challenge.
-    #[serde(default = "default_realm")]
+    #[serde(default = "auth::default_realm")]
     realm: String,
 }
 
@@ -52,14 +52,8 @@ struct KeyConfig {
 fn default_header() -> String {
     "x-api-key".into()
 }
-fn default_consumer_header() -> String {
-    "x-consumer-id".into()
-}
 fn default_true() -> bool {
     true
-}
-fn default_realm() -> String {
-    "api".into()
 }
 
 struct ApiKey {
@@ -105,13 +99,8 @@ impl Plugin for ApiKey {
             keys.push((hash, key.consumer));
         }
         fields::check_name(&config.header).map_err(|e| ConfigError::at("header", e))?;
-        let consumer_header = match config.consumer_header.as_str() {
-            "" => None,
-            name => {
-                fields::check_name(name).map_err(|e| ConfigError::at("consumer_header", e))?;
-                Some(name.to_owned())
-            }
-        };
+        let consumer_header = auth::consumer_header(&config.consumer_header)
+            .map_err(|e| ConfigError::at("consumer_header", e))?;
         Ok(Self {
             keys,
             header: config.header,
@@ -134,7 +123,7 @@ impl Plugin for ApiKey {
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {
             return match self.on_missing {
                 OnMissing::Continue => Action::Continue,
-                OnMissing::Reject => Action::respond(auth::challenge(
+                OnMissing::Reject => Action::respond(auth::challenge_reply(
                     401,
                     &self.challenge,
                     "missing_api_key",
@@ -143,7 +132,7 @@ impl Plugin for ApiKey {
             };
         };
         let Some(consumer) = self.consumer_of(&presented) else {
-            return Action::respond(auth::challenge(
+            return Action::respond(auth::challenge_reply(
                 401,
                 &self.challenge,
                 "invalid_api_key",

@@ -72,14 +72,14 @@ struct Config {
     #[serde(default = "default_consumer_claim")]
     consumer_claim: String,
     /// Request header that tells the upstream who the consumer is (`""` for none).
-    #[serde(default = "default_consumer_header")]
+    #[serde(default = "auth::default_consumer_header")]
     consumer_header: String,
     /// Claims copied into request headers, e.g. `{ email = "x-jwt-claim-email" }`.
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
     #[serde(default)]
     on_missing: OnMissing,
-    #[serde(default = "default_realm")]
+    #[serde(default = "auth::default_realm")]
     realm: String,
 }
 
@@ -117,12 +117,6 @@ fn default_header() -> String {
 fn default_consumer_claim() -> String {
     "sub".into()
 }
-fn default_consumer_header() -> String {
-    "x-consumer-id".into()
-}
-fn default_realm() -> String {
-    "api".into()
-}
 
 /// The configured keys, kept to rebuild the key set when the remote JWKS changes.
 struct StaticKeys {
@@ -158,7 +152,7 @@ struct JwtAuth {
     consumer_header: Option<String>,
     claims_to_headers: Vec<(String, String)>,
     on_missing: OnMissing,
-    realm: String,
+    bearer: auth::Bearer,
 }
 
 #[plugin]
@@ -232,13 +226,8 @@ impl Plugin for JwtAuth {
                 .map_err(|e| ConfigError::at(format!("claims_to_headers.{claim}"), e))?;
             claims_to_headers.push((claim, header));
         }
-        let consumer_header = match config.consumer_header.as_str() {
-            "" => None,
-            name => {
-                fields::check_name(name).map_err(|e| ConfigError::at("consumer_header", e))?;
-                Some(name.to_owned())
-            }
-        };
+        let consumer_header = auth::consumer_header(&config.consumer_header)
+            .map_err(|e| ConfigError::at("consumer_header", e))?;
         fields::check_name(&config.header).map_err(|e| ConfigError::at("header", e))?;
         Ok(Self {
             keys: RefCell::new(keys),
@@ -259,7 +248,7 @@ impl Plugin for JwtAuth {
             consumer_header,
             claims_to_headers,
             on_missing: config.on_missing,
-            realm: auth::quoted(&config.realm),
+            bearer: auth::Bearer::new(&config.realm),
         })
     }
 
@@ -282,17 +271,12 @@ impl Plugin for JwtAuth {
             [] => {
                 return match self.on_missing {
                     OnMissing::Continue => Action::Continue,
-                    OnMissing::Reject => Action::respond(auth::challenge(
-                        401,
-                        &format!("Bearer realm={}", self.realm),
-                        "invalid_request",
-                        "no bearer token in the request",
-                    )),
+                    OnMissing::Reject => self.bearer.missing(),
                 };
             }
             [token] => token,
             _ => {
-                return self.refuse(
+                return self.bearer.refuse(
                     400,
                     "invalid_request",
                     "the request carries more than one token",
@@ -301,27 +285,21 @@ impl Plugin for JwtAuth {
         };
         let claims = match self.verify(token) {
             Ok(claims) => claims,
-            Err(e) => return self.refuse(401, "invalid_token", &e.describe()),
+            Err(e) => return self.bearer.refuse(401, "invalid_token", &e.describe()),
         };
         let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(&claims) else {
-            return self.refuse(401, "invalid_token", "the token's claims are not an object");
+            return self.bearer.refuse(
+                401,
+                "invalid_token",
+                "the token's claims are not an object",
+            );
         };
         let granted = scopes(&claims);
         if let Some(missing) = self.scopes.iter().find(|s| !granted.contains(s)) {
-            let challenge = format!(
-                "Bearer realm={}, error=\"insufficient_scope\", scope={}",
-                self.realm,
-                auth::quoted(&self.scopes.join(" "))
-            );
-            return Action::respond(auth::challenge(
-                403,
-                &challenge,
-                "insufficient_scope",
-                &format!("the token lacks the {missing:?} scope"),
-            ));
+            return self.bearer.insufficient_scope(&self.scopes, missing);
         }
         let Some(consumer) = claims.get(&self.consumer_claim).and_then(claim_text) else {
-            return self.refuse(
+            return self.bearer.refuse(
                 401,
                 "invalid_token",
                 &format!("the token lacks the {:?} claim", self.consumer_claim),
@@ -390,16 +368,6 @@ impl JwtAuth {
             *self.keys.borrow_mut() = keys;
             *remote.version.borrow_mut() = version;
         }
-    }
-
-    fn refuse(&self, status: u16, error: &str, description: &str) -> Action {
-        let challenge = format!(
-            "Bearer realm={}, error={}, error_description={}",
-            self.realm,
-            auth::quoted(error),
-            auth::quoted(description)
-        );
-        Action::respond(auth::challenge(status, &challenge, error, description))
     }
 
     /// Every token the request carries, from each configured place.

@@ -36,11 +36,11 @@ struct Config {
     negative_cache_ttl: u32,
     #[serde(default)]
     scopes: Vec<String>,
-    #[serde(default = "default_consumer_header")]
+    #[serde(default = "auth::default_consumer_header")]
     consumer_header: String,
     #[serde(default)]
     on_missing: OnMissing,
-    #[serde(default = "default_realm")]
+    #[serde(default = "auth::default_realm")]
     realm: String,
 }
 
@@ -49,12 +49,6 @@ fn default_cache_ttl() -> u32 {
 }
 fn default_negative_ttl() -> u32 {
     10
-}
-fn default_consumer_header() -> String {
-    "x-consumer-id".into()
-}
-fn default_realm() -> String {
-    "api".into()
 }
 
 struct Introspection {
@@ -65,7 +59,7 @@ struct Introspection {
     scopes: Vec<String>,
     consumer_header: Option<String>,
     on_missing: OnMissing,
-    realm: String,
+    bearer: auth::Bearer,
 }
 
 #[plugin]
@@ -80,13 +74,8 @@ impl Plugin for Introspection {
             ));
         }
         let credentials = format!("{}:{}", config.client_id, config.client_secret);
-        let consumer_header = match config.consumer_header.as_str() {
-            "" => None,
-            name => {
-                fields::check_name(name).map_err(|e| ConfigError::at("consumer_header", e))?;
-                Some(name.to_owned())
-            }
-        };
+        let consumer_header = auth::consumer_header(&config.consumer_header)
+            .map_err(|e| ConfigError::at("consumer_header", e))?;
         Ok(Self {
             endpoint: config.endpoint,
             authorization: format!(
@@ -98,7 +87,7 @@ impl Plugin for Introspection {
             scopes: config.scopes,
             consumer_header,
             on_missing: config.on_missing,
-            realm: auth::quoted(&config.realm),
+            bearer: auth::Bearer::new(&config.realm),
         })
     }
 
@@ -109,15 +98,10 @@ impl Plugin for Introspection {
         if let Some(name) = &self.consumer_header {
             let _ = req.remove_header(name);
         }
-        let Some(token) = bearer(req) else {
+        let Some(token) = auth::bearer_token(req) else {
             return match self.on_missing {
                 OnMissing::Continue => Action::Continue,
-                OnMissing::Reject => Action::respond(auth::challenge(
-                    401,
-                    &format!("Bearer realm={}", self.realm),
-                    "invalid_request",
-                    "no bearer token in the request",
-                )),
+                OnMissing::Reject => self.bearer.missing(),
             };
         };
         let result = match self.introspect(&token) {
@@ -140,7 +124,9 @@ impl Plugin for Introspection {
             .and_then(Value::as_u64)
             .is_some_and(|exp| exp <= now_secs);
         if result.get("active") != Some(&Value::Bool(true)) || expired {
-            return self.refuse(401, "invalid_token", "the token is not active");
+            return self
+                .bearer
+                .refuse(401, "invalid_token", "the token is not active");
         }
         let granted: Vec<String> = result
             .get("scope")
@@ -148,17 +134,7 @@ impl Plugin for Introspection {
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
         if let Some(missing) = self.scopes.iter().find(|s| !granted.contains(s)) {
-            let challenge = format!(
-                "Bearer realm={}, error=\"insufficient_scope\", scope={}",
-                self.realm,
-                auth::quoted(&self.scopes.join(" "))
-            );
-            return Action::respond(auth::challenge(
-                403,
-                &challenge,
-                "insufficient_scope",
-                &format!("the token lacks the {missing:?} scope"),
-            ));
+            return self.bearer.insufficient_scope(&self.scopes, missing);
         }
         let consumer = ["sub", "username", "client_id"]
             .iter()
@@ -175,16 +151,6 @@ impl Plugin for Introspection {
 }
 
 impl Introspection {
-    fn refuse(&self, status: u16, error: &str, description: &str) -> Action {
-        let challenge = format!(
-            "Bearer realm={}, error={}, error_description={}",
-            self.realm,
-            auth::quoted(error),
-            auth::quoted(description)
-        );
-        Action::respond(auth::challenge(status, &challenge, error, description))
-    }
-
     /// The introspection result for `token`, from the shared cache or the endpoint.
     fn introspect(&self, token: &str) -> Result<serde_json::Map<String, Value>, String> {
         let key = format!("token:{:x}", Sha256::digest(token.as_bytes()));
@@ -226,11 +192,4 @@ impl Introspection {
         }
         Ok(result)
     }
-}
-
-fn bearer(req: &Request) -> Option<String> {
-    let value = req.header("authorization")?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
