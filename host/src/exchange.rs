@@ -3,6 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+
+/// The route of an idle exchange (shared, so making one allocates nothing).
+static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
 /// What the plugin chain reads and edits for one request.
 pub struct Exchange {
@@ -16,6 +20,8 @@ pub struct Exchange {
     pub response: Option<http::response::Parts>,
     /// Key/value properties shared along the chain.
     pub context: HashMap<String, String>,
+    /// The route handling the request.
+    pub route: Arc<str>,
 }
 
 impl Exchange {
@@ -27,6 +33,7 @@ impl Exchange {
             tls: false,
             response: None,
             context: HashMap::new(),
+            route: NO_ROUTE.clone(),
         }
     }
 }

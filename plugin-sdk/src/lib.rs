@@ -265,6 +265,11 @@ pub mod http {
     }
 }
 
+/// Rate-limit counters (grant `rate-limit`): GCRA, atomic, shared by all instances.
+pub mod rate_limit {
+    pub use crate::bindings::wasmgate::plugin::rate_limit::{Decision, check};
+}
+
 /// Key/value state with expiry, shared by all instances of the plugin (grant `state`).
 pub mod state {
     pub use crate::bindings::wasmgate::plugin::state::{delete, get, set};

@@ -9,6 +9,7 @@ mod cors;
 mod faults;
 mod limits;
 mod protocols;
+mod ratelimit;
 mod reload;
 mod routing;
 mod support;

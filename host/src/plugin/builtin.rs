@@ -29,6 +29,10 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
             "/oauth2_introspection.wasm"
         )),
     ),
+    (
+        "rate-limit",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/rate_limit.wasm")),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

@@ -40,6 +40,8 @@ pub struct Services {
     pub outbound: Option<Arc<super::outbound::Outbound>>,
     /// Key/value state.
     pub state: Arc<super::outbound::StateStore>,
+    /// Rate-limit counters.
+    pub rate_limiter: Arc<super::ratelimit::RateLimiter>,
 }
 
 /// The data of one plugin instance's store.
@@ -222,6 +224,10 @@ impl types::HostRequest for PluginState {
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.exchange()?.client_ip.to_string())
+    }
+
+    fn route(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.exchange()?.route.to_string())
     }
 
     fn header(

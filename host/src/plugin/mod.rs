@@ -13,6 +13,7 @@ mod host;
 mod jwt;
 mod outbound;
 mod pool;
+mod ratelimit;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -76,16 +77,19 @@ pub enum Capability {
     Http,
     /// `wasmgate:plugin/state`: key/value state with expiry, shared by the plugin's instances.
     State,
+    /// `wasmgate:plugin/rate-limit`: atomic rate-limit counters.
+    RateLimit,
 }
 
 impl Capability {
     /// Every capability, in the order they are documented.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Log,
         Capability::Clock,
         Capability::Jwt,
         Capability::Http,
         Capability::State,
+        Capability::RateLimit,
     ];
 
     /// The config spelling, e.g. `log`.
@@ -96,6 +100,7 @@ impl Capability {
             Capability::Jwt => "jwt",
             Capability::Http => "http",
             Capability::State => "state",
+            Capability::RateLimit => "rate-limit",
         }
     }
 
@@ -106,6 +111,7 @@ impl Capability {
             Capability::Jwt => "wasmgate:plugin/jwt@0.1.0",
             Capability::Http => "wasmgate:plugin/http-client@0.1.0",
             Capability::State => "wasmgate:plugin/state@0.1.0",
+            Capability::RateLimit => "wasmgate:plugin/rate-limit@0.1.0",
         }
     }
 }
@@ -205,6 +211,7 @@ pub struct PluginRuntime {
     engine: Engine,
     cache: Option<cache::ArtifactCache>,
     state: Arc<outbound::StateStore>,
+    rate_limiter: Arc<ratelimit::RateLimiter>,
     /// Components compiled by this process, by content hash: reloading an unchanged module
     /// costs one hash.
     compiled: std::sync::Mutex<HashMap<String, Component>>,
@@ -239,6 +246,7 @@ impl PluginRuntime {
             engine,
             cache,
             state: Default::default(),
+            rate_limiter: Default::default(),
             compiled: Default::default(),
         })
     }
@@ -267,6 +275,7 @@ impl PluginRuntime {
                 .clone()
                 .map(|http| Arc::new(outbound::Outbound::new(http))),
             state: self.state.clone(),
+            rate_limiter: self.rate_limiter.clone(),
         });
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
@@ -325,7 +334,7 @@ impl PluginRuntime {
     }
 
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
-        use bindings::wasmgate::plugin::{clock, http_client, jwt, log, state, types};
+        use bindings::wasmgate::plugin::{clock, http_client, jwt, log, rate_limit, state, types};
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
@@ -345,6 +354,9 @@ impl PluginRuntime {
                 }
                 Capability::State => {
                     state::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
+                }
+                Capability::RateLimit => {
+                    rate_limit::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?
                 }
             }
         }

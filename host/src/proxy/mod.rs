@@ -92,6 +92,7 @@ pub async fn handle(
                 tls: conn.tls,
                 response: None,
                 context: Default::default(),
+                route: route.name.clone(),
             };
             run_route(&snapshot, route, exchange, body, &request_id, &mut outcome).await
         }

@@ -1,0 +1,228 @@
+//! The `rate-limit` plugin on the local backend: exact under concurrency, per key, with the
+//! standard response fields.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+async fn limited_gateway(up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.limit]
+module = "builtin:rate-limit"
+grants = ["rate-limit"]
+[plugins.key]
+module = "builtin:api-key"
+
+[[routes]]
+name = "exact"
+match = {{ path_prefix = "/exact" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ limits = [{{ requests = 50, per = "1h" }}], key = ["ip"], headers = true }} }}]
+
+[[routes]]
+name = "consumers"
+match = {{ path_prefix = "/consumers" }}
+upstream = "up"
+plugins = [
+  {{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{alice}" }}, {{ consumer = "bob", sha256 = "{bob}" }}] }} }},
+  {{ use = "limit", config = {{ limits = [{{ requests = 3, per = "1h" }}], key = ["consumer"] }} }},
+]
+
+[[routes]]
+name = "fast"
+match = {{ path_prefix = "/fast" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ limits = [{{ requests = 2, per = "1s" }}] }} }}]
+
+[[routes]]
+name = "weighted"
+match = {{ path_prefix = "/weighted" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ limits = [{{ requests = 10, per = "1h" }}], method_cost = {{ POST = 5 }} }} }}]
+
+[[routes]]
+name = "behind-proxy"
+match = {{ path_prefix = "/behind-proxy" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ limits = [{{ requests = 1, per = "1h" }}], key = ["ip"], trusted_proxies = ["127.0.0.0/8"] }} }}]
+
+[[routes]]
+name = "shared-a"
+match = {{ path_prefix = "/shared-a" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ name = "shared", limits = [{{ requests = 2, per = "1h" }}] }} }}]
+
+[[routes]]
+name = "shared-b"
+match = {{ path_prefix = "/shared-b" }}
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ name = "shared", limits = [{{ requests = 2, per = "1h" }}] }} }}]
+"#,
+        up = up.addr,
+        alice = sha256("alice-key"),
+        bob = sha256("bob-key"),
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_the_limit_passes_under_concurrency() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let url = gw.url("/exact");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url) = (client(), url.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..10 {
+                    statuses.push(c.get(&url).send().await.unwrap().status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 150);
+    assert_eq!(up.hits(), 50);
+}
+
+#[tokio::test]
+async fn a_refusal_says_when_to_retry_in_the_standard_fields() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    let first = c.get(gw.url("/exact")).send().await.unwrap();
+    assert_eq!(first.headers()["ratelimit-policy"], "\"1h\";q=50;w=3600");
+    assert_eq!(first.headers()["ratelimit"], "\"1h\";r=49;t=72");
+    for _ in 0..49 {
+        c.get(gw.url("/exact")).send().await.unwrap();
+    }
+    let refused = c.get(gw.url("/exact")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "72");
+    assert_eq!(refused.headers()["ratelimit"], "\"1h\";r=0;t=3600");
+    let body = json(refused).await;
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(body["retry_after"], 72);
+}
+
+#[tokio::test]
+async fn each_consumer_has_its_own_budget() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    let call = |key: &'static str| c.get(gw.url("/consumers")).header("x-api-key", key).send();
+    for _ in 0..3 {
+        assert_eq!(call("alice-key").await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        call("alice-key").await.unwrap().status(),
+        429,
+        "alice is out"
+    );
+    for _ in 0..3 {
+        assert_eq!(call("bob-key").await.unwrap().status(), 200, "bob is not");
+    }
+}
+
+#[tokio::test]
+async fn the_budget_refills_after_the_window() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    assert_eq!(c.get(gw.url("/fast")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/fast")).send().await.unwrap().status(), 200);
+    let refused = c.get(gw.url("/fast")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.get(gw.url("/fast")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/fast")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/fast")).send().await.unwrap().status(), 429);
+}
+
+#[tokio::test]
+async fn methods_can_cost_more() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    assert_eq!(
+        c.post(gw.url("/weighted")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.post(gw.url("/weighted")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.post(gw.url("/weighted")).send().await.unwrap().status(),
+        429,
+        "2 × 5 = 10 used"
+    );
+    assert_eq!(
+        c.get(gw.url("/weighted")).send().await.unwrap().status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_the_key() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    let from = |ip: &'static str| {
+        c.get(gw.url("/behind-proxy"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(
+        from("203.0.113.2").await.unwrap().status(),
+        200,
+        "another client, another budget"
+    );
+    // A client cannot escape by prepending addresses: the rightmost untrusted hop counts.
+    assert_eq!(
+        from("198.51.100.7, 203.0.113.2").await.unwrap().status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn routes_naming_the_same_budget_share_it() {
+    let up = Upstream::echo().await;
+    let gw = limited_gateway(&up).await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.url("/shared-a")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.url("/shared-b")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.url("/shared-a")).send().await.unwrap().status(),
+        429
+    );
+    assert_eq!(
+        json(c.get(gw.url("/shared-b")).send().await.unwrap()).await["error"],
+        json!("rate_limited")
+    );
+}
