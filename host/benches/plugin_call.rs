@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
     let runtime = PluginRuntime::new(&RuntimeOptions {
         cache_dir: None,
         max_instances: 64,
+        ..RuntimeOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::config::raw::RouteSection;
+use crate::config::raw::{OnRedisError, RateLimitBackendName, RouteSection};
 use crate::config::{ConfigError, ConfigFile, Problem};
 use crate::plugin::{
     self, Capability, HttpSettings, LoadedPlugin, PluginPool, PluginRuntime, PluginSettings,
@@ -89,9 +89,20 @@ pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
         (true, Some(dir)) => Some(file.base_dir().join(dir)),
         (true, None) => default_cache_dir(),
     };
+    let limits = &file.raw.rate_limit;
+    let rate_limit = match (limits.backend, &limits.redis_url) {
+        (RateLimitBackendName::Redis, Some(url)) => plugin::RateLimitBackend::Redis {
+            url: url.clone(),
+            timeout: limits.redis_timeout,
+            fallback_local: limits.on_redis_error == OnRedisError::Local,
+        },
+        // Validated in `Snapshot::build`; local until then.
+        _ => plugin::RateLimitBackend::Local,
+    };
     plugin::RuntimeOptions {
         cache_dir,
         max_instances: rt.max_instances,
+        rate_limit,
     }
 }
 
@@ -156,6 +167,13 @@ impl Snapshot {
             {
                 routes.push(route);
             }
+        }
+        if raw.rate_limit.backend == RateLimitBackendName::Redis
+            && raw.rate_limit.redis_url.is_none()
+        {
+            builder.problems.push(Problem::whole_file(
+                "rate_limit.backend = \"redis\" needs rate_limit.redis_url (e.g. \"redis://127.0.0.1:6379\")".into(),
+            ));
         }
         if builder.problems.is_empty() && raw.listeners.is_empty() {
             builder.problems.push(Problem::whole_file(

@@ -226,3 +226,117 @@ async fn routes_naming_the_same_budget_share_it() {
         json!("rate_limited")
     );
 }
+
+fn redis_config(up: &Upstream, redis: &RedisServer, on_error: &str, requests: u32) -> String {
+    format!(
+        r#"{MAIN_LISTENER}
+[rate_limit]
+backend = "redis"
+redis_url = "{url}"
+redis_timeout = "200ms"
+on_redis_error = "{on_error}"
+[upstreams.up]
+targets = ["{up}"]
+[plugins.limit]
+module = "builtin:rate-limit"
+grants = ["rate-limit"]
+[[routes]]
+name = "api"
+upstream = "up"
+plugins = [{{ use = "limit", config = {{ name = "cluster", limits = [{{ requests = {requests}, per = "1h" }}] }} }}]
+"#,
+        url = redis.url(),
+        up = up.addr,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_enforce_one_limit() {
+    let redis = RedisServer::start();
+    let up = Upstream::echo().await;
+    let config = redis_config(&up, &redis, "local", 20);
+    let (a, b) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    let c = client();
+    let mut passed = 0;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        if c.get(gw.url("/")).send().await.unwrap().status() == 200 {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 20, "one budget across both gateways");
+    assert_eq!(up.hits(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_dies_limits_fall_back_to_local_counters_without_hanging_and_recover() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&redis_config(&up, &redis, "local", 3)).await;
+    let c = client();
+    let status = |c: &reqwest::Client| {
+        let url = gw.url("/");
+        let c = c.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let status = c.get(url).send().await.unwrap().status().as_u16();
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "a check never waits long for Redis"
+            );
+            status
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(status(&c).await, 200);
+    }
+    assert_eq!(status(&c).await, 429, "Redis budget spent");
+
+    redis.kill();
+    let during: Vec<u16> = futures_collect(&c, &status, 5).await;
+    assert_eq!(
+        during,
+        [200, 200, 200, 429, 429],
+        "local fallback: its own budget of 3"
+    );
+    assert!(
+        gw.find_log(|l| l["target"] == "wasmgate::rate_limit")
+            .is_some(),
+        "the failure is logged"
+    );
+
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The restarted Redis has no state (no persistence): a fresh shared budget.
+    let after: Vec<u16> = futures_collect(&c, &status, 4).await;
+    assert_eq!(after, [200, 200, 200, 429], "back on Redis");
+}
+
+async fn futures_collect<F, Fut>(c: &reqwest::Client, status: &F, n: usize) -> Vec<u16>
+where
+    F: Fn(&reqwest::Client) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(status(c).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_quickly_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&redis_config(&up, &redis, "deny", 100)).await;
+    redis.kill();
+    let c = client();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let resp = c.get(gw.url("/")).send().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "1");
+    }
+    assert_eq!(up.hits(), 0);
+}

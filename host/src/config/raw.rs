@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// Plugin engine settings.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[rate_limit]`: where rate-limit counters live.
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
     /// `[admin]`: the admin API (status, reload); off unless the table is present.
     pub admin: Option<AdminSection>,
     /// `[listeners.<name>]`: addresses to serve on.
@@ -96,6 +99,49 @@ impl Default for RuntimeSection {
             max_instances: 1000,
         }
     }
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// `local` (in this process) or `redis` (shared by every gateway on the same server).
+    #[serde(default)]
+    pub backend: RateLimitBackendName,
+    /// With `redis`: the server, `redis://host:port/db`.
+    pub redis_url: Option<String>,
+    /// With `redis`: deadline for one check.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// With `redis`, when it cannot answer: `local` counters (fail open) or `deny` (fail closed).
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+}
+
+/// Rate-limit backends.
+#[derive(Debug, Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitBackendName {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis.
+    Redis,
+}
+
+/// What rate limiting does when Redis cannot answer.
+#[derive(Debug, Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRedisError {
+    /// Fall back to this gateway's local counters.
+    #[default]
+    Local,
+    /// Refuse requests (429 with `Retry-After: 1`).
+    Deny,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(100)
 }
 
 /// `[admin]`.

@@ -27,6 +27,7 @@ pub use builtin::{BUILTIN_PLUGINS, builtin};
 pub use host::InstanceLabel;
 pub use outbound::HttpSettings;
 pub use pool::{FaultKind, PluginFault, PluginPool};
+pub use ratelimit::RateLimitBackend;
 
 /// Types of the plugin contract as the host sees them.
 pub mod contract {
@@ -42,6 +43,7 @@ mod bindings {
         // need the Tokio runtime), so hook calls are async too.
         imports: {
             "wasmgate:plugin/http-client.send": async | trappable,
+            "wasmgate:plugin/rate-limit.check": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -204,6 +206,8 @@ pub struct RuntimeOptions {
     pub cache_dir: Option<PathBuf>,
     /// Maximum number of plugin instances alive at once, across all plugins and routes.
     pub max_instances: u32,
+    /// Where rate-limit counters live.
+    pub rate_limit: RateLimitBackend,
 }
 
 /// The engine shared by every plugin, for the life of the process.
@@ -246,7 +250,9 @@ impl PluginRuntime {
             engine,
             cache,
             state: Default::default(),
-            rate_limiter: Default::default(),
+            rate_limiter: Arc::new(
+                ratelimit::RateLimiter::new(&options.rate_limit).map_err(|e| anyhow::anyhow!(e))?,
+            ),
             compiled: Default::default(),
         })
     }

@@ -1,4 +1,5 @@
-//! The `rate-limit` capability, local backend: GCRA counters in a sharded in-process map.
+//! The `rate-limit` capability: GCRA counters, in a sharded in-process map (the default) or in
+//! Redis, shared by every gateway pointed at it.
 //!
 //! GCRA keeps one "theoretical arrival time" per key: a limit of L per window W admits a burst
 //! of up to L and refills continuously at L/W, exactly, under any concurrency (each check is
@@ -7,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::bindings::wasmgate::plugin::rate_limit::{self as wit, Decision};
 use super::host::PluginState;
@@ -17,12 +19,197 @@ const SHARDS: usize = 64;
 const KEYS_PER_SHARD: usize = 16_384;
 
 /// Counters for every plugin of a runtime, kept across reloads.
+#[derive(Default)]
 pub struct RateLimiter {
+    local: LocalCounters,
+    redis: Option<RedisCounters>,
+}
+
+/// Where counters live, from the config's `[rate_limit]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RateLimitBackend {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis, shared by every gateway using the same server.
+    Redis {
+        /// `redis://host:port/db`.
+        url: String,
+        /// Deadline for one check.
+        timeout: Duration,
+        /// When Redis cannot answer: `true` to fall back to local counters (fail open, limits
+        /// then hold per gateway), `false` to refuse (fail closed).
+        fallback_local: bool,
+    },
+}
+
+impl RateLimiter {
+    /// Counters on `backend`. Redis is connected on first use, so a gateway starts (and
+    /// serves with its fallback policy) while Redis is down.
+    pub fn new(backend: &RateLimitBackend) -> Result<Self, String> {
+        let redis = match backend {
+            RateLimitBackend::Local => None,
+            RateLimitBackend::Redis {
+                url,
+                timeout,
+                fallback_local,
+            } => Some(RedisCounters {
+                client: redis::Client::open(url.as_str())
+                    .map_err(|e| format!("rate_limit.redis_url `{url}`: {e}"))?,
+                connection: tokio::sync::Mutex::new(None),
+                script: redis::Script::new(GCRA_LUA),
+                timeout: *timeout,
+                fallback_local: *fallback_local,
+                down_until: Mutex::new(None),
+                failures: AtomicU64::new(0),
+            }),
+        };
+        Ok(Self {
+            local: LocalCounters::default(),
+            redis,
+        })
+    }
+
+    /// Checks and, if allowed, counts `cost` for `key` against `limit` per `window_ms`.
+    pub async fn check(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
+        if let Some(redis) = &self.redis {
+            match redis.check(&key, limit, window_ms, cost).await {
+                Ok(decision) => return decision,
+                Err(()) if redis.fallback_local => {}
+                Err(()) => return refused(limit, 1_000),
+            }
+        }
+        self.local.check(key, limit, window_ms, cost)
+    }
+}
+
+fn refused(limit: u64, retry_after_ms: u64) -> Decision {
+    Decision {
+        allowed: false,
+        limit,
+        remaining: 0,
+        reset_ms: retry_after_ms,
+        retry_after_ms,
+    }
+}
+
+/// How long Redis is left alone after a failure before it is tried again; meanwhile checks
+/// use the fallback policy at once instead of waiting for a timeout each.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+
+/// GCRA in one atomic script, on Redis's clock so every gateway agrees on time.
+/// Returns {allowed, remaining, reset_us, retry_after_us}.
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2]) * 1000
+local cost = tonumber(ARGV[3])
+local interval = math.max(math.floor(window / limit), 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local allow_at = new_tat - window
+if allow_at > now then
+  return {0, math.floor((now + window - tat) / interval), tat - now, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+return {1, math.floor((now + window - new_tat) / interval), new_tat - now, 0}
+"#;
+
+struct RedisCounters {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    script: redis::Script,
+    timeout: Duration,
+    fallback_local: bool,
+    down_until: Mutex<Option<Instant>>,
+    failures: AtomicU64,
+}
+
+impl RedisCounters {
+    async fn check(
+        &self,
+        key: &str,
+        limit: u64,
+        window_ms: u64,
+        cost: u64,
+    ) -> Result<Decision, ()> {
+        if limit == 0 || cost > limit {
+            return Ok(refused(limit, window_ms));
+        }
+        if self
+            .down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Err(());
+        }
+        let attempt = async {
+            let mut connection = self.connection().await?;
+            let result: redis::RedisResult<(i64, i64, i64, i64)> = self
+                .script
+                .key(format!("wasmgate:rl:{key}"))
+                .arg(limit)
+                .arg(window_ms)
+                .arg(cost)
+                .invoke_async(&mut connection)
+                .await;
+            result.map_err(|e| e.to_string())
+        };
+        let outcome = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => return Err(self.failed(&e).await),
+            Err(_) => return Err(self.failed("timed out").await),
+        };
+        let (allowed, remaining, reset_us, retry_us) = outcome;
+        let us_to_ms = |us: i64| u64::try_from(us).unwrap_or(0).div_ceil(1000);
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset_ms: us_to_ms(reset_us),
+            retry_after_ms: us_to_ms(retry_us),
+        })
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let connection = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Records a failure: drop the connection, back off, log (at most once per backoff).
+    async fn failed(&self, why: &str) {
+        *self.connection.lock().await = None;
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + REDIS_BACKOFF);
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let policy = if self.fallback_local {
+            "local counters"
+        } else {
+            "refusing requests"
+        };
+        tracing::warn!(target: "wasmgate::rate_limit", failures, "Redis rate-limit backend failed ({why}); {policy} for the next {REDIS_BACKOFF:?}");
+    }
+}
+
+/// The in-process backend.
+struct LocalCounters {
     shards: Vec<Mutex<HashMap<String, u64>>>,
     epoch: Instant,
 }
 
-impl Default for RateLimiter {
+impl Default for LocalCounters {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -31,19 +218,12 @@ impl Default for RateLimiter {
     }
 }
 
-impl RateLimiter {
-    /// Checks and, if allowed, counts `cost` for `key` against `limit` per `window_ms`.
-    pub fn check(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
+impl LocalCounters {
+    fn check(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let window = window_ms.saturating_mul(1_000_000).max(1);
         if limit == 0 || cost > limit {
-            return Decision {
-                allowed: false,
-                limit,
-                remaining: 0,
-                reset_ms: window_ms,
-                retry_after_ms: window_ms,
-            };
+            return refused(limit, window_ms);
         }
         let interval = (window / limit).max(1);
         let shard = &self.shards[shard_of(&key)];
@@ -86,7 +266,7 @@ fn shard_of(key: &str) -> usize {
 }
 
 impl wit::Host for PluginState {
-    fn check(
+    async fn check(
         &mut self,
         key: String,
         limit: u64,
@@ -97,13 +277,14 @@ impl wit::Host for PluginState {
         Ok(self
             .services
             .rate_limiter
-            .check(key, limit, window_ms, cost))
+            .check(key, limit, window_ms, cost)
+            .await)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RateLimiter;
+    use super::LocalCounters as RateLimiter;
 
     #[test]
     fn a_burst_of_exactly_the_limit_passes_then_refills() {
