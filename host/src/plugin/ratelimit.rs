@@ -160,8 +160,14 @@ impl RedisCounters {
         };
         let outcome = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => return Err(self.failed(&e).await),
-            Err(_) => return Err(self.failed("timed out").await),
+            Ok(Err(e)) => {
+                self.failed(&e).await;
+                return Err(());
+            }
+            Err(_) => {
+                self.failed("timed out").await;
+                return Err(());
+            }
         };
         let (allowed, remaining, reset_us, retry_us) = outcome;
         let us_to_ms = |us: i64| u64::try_from(us).unwrap_or(0).div_ceil(1000);
