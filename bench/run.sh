@@ -45,6 +45,7 @@ http {
   client_body_temp_path $work/$1-body;
   proxy_temp_path $work/$1-proxy;
   upstream backend { server 127.0.0.1:19000; keepalive 1024; }
+  limit_req_zone $binary_remote_addr zone=perip:10m rate=100000000r/s;
   $2
 }
 CONF
@@ -55,6 +56,13 @@ nginx_conf proxy 'server {
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     location / { proxy_pass http://backend; }
+    location /limited {
+      limit_req zone=perip burst=1000000 nodelay;
+      proxy_set_header Connection "";
+      add_header Access-Control-Allow-Origin $http_origin always;
+      add_header Vary Origin always;
+      proxy_pass http://backend;
+    }
     location /cors {
       # proxy_set_header here replaces the inherited ones: repeat Connection for keep-alive.
       proxy_set_header Connection "";
@@ -89,6 +97,17 @@ module = "builtin:jwt-auth"
 grants = ["jwt", "http", "state"]
 [plugins.key]
 module = "builtin:api-key"
+[plugins.limit]
+module = "builtin:rate-limit"
+grants = ["rate-limit"]
+[[routes]]
+name = "limited"
+match = { path_prefix = "/limited" }
+upstream = "backend"
+plugins = [
+  { use = "cors", config = { origins = ["$ORIGIN"] } },
+  { use = "limit", config = { limits = [{ requests = 1000000000, per = "1s" }], key = ["ip"] } },
+]
 [[routes]]
 name = "jwt"
 match = { path_prefix = "/jwt" }
@@ -120,6 +139,8 @@ targets=(
   "nginx + CORS/header directives|http://127.0.0.1:19001/cors|"
   "wasmgate, no plugins|http://127.0.0.1:19002/|"
   "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors|"
+  "nginx + limit_req + CORS|http://127.0.0.1:19001/limited|"
+  "wasmgate, cors + rate-limit (local)|http://127.0.0.1:19002/limited|"
   "wasmgate, jwt-auth (HS256)|http://127.0.0.1:19002/jwt|Authorization: Bearer $JWT"
   "wasmgate, api-key|http://127.0.0.1:19002/key|X-Api-Key: $API_KEY"
 )

@@ -19,7 +19,12 @@ fn pool(
     config: &str,
 ) -> Arc<PluginPool> {
     let settings = PluginSettings {
-        grants: vec![Capability::Jwt, Capability::Http, Capability::State],
+        grants: vec![
+            Capability::Jwt,
+            Capability::Http,
+            Capability::State,
+            Capability::RateLimit,
+        ],
         ..PluginSettings::default()
     };
     let plugin = runtime
@@ -152,7 +157,14 @@ fn bench(c: &mut Criterion) {
         "api_key",
         &serde_json::json!({ "keys": [{ "consumer": "bench", "sha256": key_hash }] }).to_string(),
     );
+    let limit = pool(
+        &rt,
+        &runtime,
+        "rate_limit",
+        &serde_json::json!({ "limits": [{ "requests": 1_000_000_000u64, "per": "1s" }], "key": ["ip"] }).to_string(),
+    );
     let auth_cases = [
+        ("rate_limit_local_request", &limit, ("x-unused", "-")),
         (
             "jwt_auth_hs256_request",
             &hs,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+use crate::adaptive::AdaptiveSettings;
 use crate::config::raw::{OnRedisError, RateLimitBackendName, RouteSection};
 use crate::config::{ConfigError, ConfigFile, Problem};
 use crate::plugin::{
@@ -262,7 +263,24 @@ impl Builder<'_> {
                 request_timeout: section.request_timeout,
                 idle_timeout: section.idle_timeout,
                 max_idle_per_target: section.max_idle_per_target,
+                adaptive: section
+                    .adaptive_concurrency
+                    .as_ref()
+                    .map(|a| AdaptiveSettings {
+                        initial: a.initial,
+                        min: a.min,
+                        max: a.max,
+                        latency_threshold: a.latency_threshold,
+                    }),
             };
+            if let Some(a) = &section.adaptive_concurrency
+                && (a.min == 0 || a.min > a.max)
+            {
+                self.problem(
+                    span.clone(),
+                    format!("upstream `{name}`: adaptive_concurrency needs 1 <= min <= max"),
+                );
+            }
             upstreams.insert(
                 name.clone(),
                 Arc::new(Upstream::new(name, targets, &settings, workers)),

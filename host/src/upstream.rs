@@ -9,6 +9,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::Arc;
+
+use crate::adaptive::{AdaptiveLimit, AdaptiveSettings};
 use crate::proxy::body::ProxyBody;
 
 /// Settings of one upstream.
@@ -22,6 +25,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Idle connections kept per target.
     pub max_idle_per_target: usize,
+    /// Adaptive concurrency limit, when configured.
+    pub adaptive: Option<AdaptiveSettings>,
 }
 
 /// One `[upstreams.<name>]` entry, ready to take requests.
@@ -33,6 +38,7 @@ pub struct Upstream {
     /// whose runtime drives it.
     clients: Vec<Client<HttpConnector, ProxyBody>>,
     request_timeout: Duration,
+    adaptive: Option<Arc<AdaptiveLimit>>,
 }
 
 impl Upstream {
@@ -49,7 +55,13 @@ impl Upstream {
             next: AtomicUsize::new(0),
             clients: (0..workers.max(1)).map(|_| client(settings)).collect(),
             request_timeout: settings.request_timeout,
+            adaptive: settings.adaptive.clone().map(AdaptiveLimit::new),
         }
+    }
+
+    /// The adaptive concurrency limiter, when configured.
+    pub fn adaptive(&self) -> Option<&Arc<AdaptiveLimit>> {
+        self.adaptive.as_ref()
     }
 
     /// The upstream's name in the config.

@@ -340,3 +340,76 @@ async fn fail_closed_refuses_quickly_while_redis_is_down() {
     }
     assert_eq!(up.hits(), 0);
 }
+
+/// Runs `clients` concurrent request loops for `duration`; returns (2xx, 503) counts.
+async fn load(url: &str, clients: usize, duration: Duration) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (c, url) = (client(), url.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut shed) = (0, 0);
+                while std::time::Instant::now() < deadline {
+                    match c.get(&url).send().await.unwrap().status().as_u16() {
+                        200 => ok += 1,
+                        503 => {
+                            shed += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                (ok, shed)
+            })
+        })
+        .collect();
+    let mut total = (0, 0);
+    for task in tasks {
+        let (ok, shed) = task.await.unwrap();
+        total.0 += ok;
+        total.1 += shed;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_makes_the_gateway_shed_and_recovery_lifts_the_limit() {
+    let delay = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let up = Upstream::start(Behaviour::Variable(delay.clone())).await;
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{}"]
+adaptive_concurrency = {{ initial = 20, min = 2, max = 200, latency_threshold = "50ms" }}
+[[routes]]
+name = "adaptive"
+upstream = "up"
+"#,
+        up.addr
+    ))
+    .await;
+    let url = gw.url("/");
+
+    // Healthy: 30 clients fit under a limit that grows past them.
+    let (ok, shed) = load(&url, 30, Duration::from_millis(800)).await;
+    assert!(ok > 100, "{ok}");
+    let healthy_shed = shed;
+
+    // The upstream slows to 200 ms a request: the limit collapses and the gateway sheds.
+    delay.store(200, std::sync::atomic::Ordering::SeqCst);
+    let (_, shed) = load(&url, 30, Duration::from_millis(1500)).await;
+    assert!(
+        shed > 50,
+        "only {shed} requests shed against a slow upstream"
+    );
+
+    // Recovery: fast again, the limit grows back and shedding stops.
+    delay.store(0, std::sync::atomic::Ordering::SeqCst);
+    load(&url, 30, Duration::from_millis(1500)).await;
+    let (ok, shed) = load(&url, 30, Duration::from_millis(800)).await;
+    assert!(ok > 100, "{ok}");
+    assert_eq!(
+        shed, 0,
+        "still shedding after recovery (healthy phase shed {healthy_shed})"
+    );
+}

@@ -34,7 +34,7 @@ pub fn plugin(name: &str) -> String {
 }
 
 /// What a test upstream does with each request.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Behaviour {
     /// Answer 200 with a JSON description of the request.
     Echo,
@@ -42,6 +42,8 @@ pub enum Behaviour {
     Hang,
     /// Answer like `Echo` after a delay.
     Slow(Duration),
+    /// Answer like `Echo` after a delay (in milliseconds) the test can change at any time.
+    Variable(Arc<std::sync::atomic::AtomicU64>),
 }
 
 /// An HTTP/1.1 server on a loopback port.
@@ -66,11 +68,11 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let counter = counter.clone();
+                let (counter, behaviour) = (counter.clone(), behaviour.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        respond(behaviour, addr, req)
+                        respond(behaviour.clone(), addr, req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -141,6 +143,9 @@ async fn respond(
     match behaviour {
         Behaviour::Hang => std::future::pending::<()>().await,
         Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
+        Behaviour::Variable(delay) => {
+            tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
+        }
         Behaviour::Echo => {}
     }
     let (parts, body) = req.into_parts();

@@ -195,6 +195,36 @@ pub struct UpstreamSection {
     /// Idle connections kept per target.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_target: usize,
+    /// Shed load with 503 when the upstream slows down (AIMD concurrency limit).
+    pub adaptive_concurrency: Option<AdaptiveSection>,
+}
+
+/// An upstream's `adaptive_concurrency` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSection {
+    /// Starting limit on requests in flight.
+    #[serde(default = "default_adaptive_initial")]
+    pub initial: u32,
+    /// Lowest limit.
+    #[serde(default = "default_adaptive_min")]
+    pub min: u32,
+    /// Highest limit.
+    #[serde(default = "default_adaptive_max")]
+    pub max: u32,
+    /// Response heads slower than this count as overload.
+    #[serde(with = "humantime_serde")]
+    pub latency_threshold: Duration,
+}
+
+fn default_adaptive_initial() -> u32 {
+    100
+}
+fn default_adaptive_min() -> u32 {
+    1
+}
+fn default_adaptive_max() -> u32 {
+    1000
 }
 
 fn default_connect_timeout() -> Duration {

@@ -21,6 +21,8 @@ pub enum GatewayError {
     UpstreamUnreachable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The upstream's adaptive concurrency limit is reached: shed before it falls over.
+    UpstreamOverloaded,
     /// A plugin failed (trap, deadline, memory) and its policy is `fail`.
     PluginFailed,
 }
@@ -33,6 +35,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -44,6 +47,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "request body exceeds the gateway's limit",
             GatewayError::UpstreamUnreachable => "upstream unreachable",
             GatewayError::UpstreamTimeout => "upstream timed out",
+            GatewayError::UpstreamOverloaded => "upstream overloaded, retry shortly",
             GatewayError::PluginFailed => "a plugin failed while handling the request",
         }
     }
@@ -56,6 +60,10 @@ impl GatewayError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if self == GatewayError::UpstreamOverloaded {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         resp
     }
 }

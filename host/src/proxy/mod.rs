@@ -247,6 +247,14 @@ async fn forward(
     keep_request: bool,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, GatewayError> {
+    let permit = match upstream.adaptive() {
+        Some(limit) => Some(
+            limit
+                .try_acquire()
+                .ok_or(GatewayError::UpstreamOverloaded)?,
+        ),
+        None => None,
+    };
     let target = upstream.pick();
     let original = &exchange.request;
     let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
@@ -286,6 +294,10 @@ async fn forward(
         upstream.client().request(request),
     )
     .await;
+    if let Some(permit) = permit {
+        let failed = !matches!(&sent, Ok(Ok(resp)) if !resp.status().is_server_error());
+        permit.done(failed);
+    }
     let response = match sent {
         Err(_elapsed) => {
             tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, "upstream timed out");
