@@ -45,7 +45,7 @@ http {
   client_body_temp_path $work/$1-body;
   proxy_temp_path $work/$1-proxy;
   upstream backend { server 127.0.0.1:19000; keepalive 1024; }
-  limit_req_zone $binary_remote_addr zone=perip:10m rate=100000000r/s;
+  limit_req_zone \$binary_remote_addr zone=perip:10m rate=100000000r/s;
   $2
 }
 CONF

@@ -254,18 +254,30 @@ plugins = [{{ use = "limit", config = {{ name = "cluster", limits = [{{ requests
 async fn two_gateways_sharing_redis_enforce_one_limit() {
     let redis = RedisServer::start();
     let up = Upstream::echo().await;
-    let config = redis_config(&up, &redis, "local", 20);
+    let config = redis_config(&up, &redis, "local", 50);
     let (a, b) = (Gateway::start(&config).await, Gateway::start(&config).await);
-    let c = client();
+    // 20 concurrent clients, half on each gateway, 10 requests each, against one limit of 50.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.url("/") } else { b.url("/") };
+            let c = client();
+            tokio::spawn(async move {
+                let mut passed = 0;
+                for _ in 0..10 {
+                    if c.get(&url).send().await.unwrap().status() == 200 {
+                        passed += 1;
+                    }
+                }
+                passed
+            })
+        })
+        .collect();
     let mut passed = 0;
-    for i in 0..40 {
-        let gw = if i % 2 == 0 { &a } else { &b };
-        if c.get(gw.url("/")).send().await.unwrap().status() == 200 {
-            passed += 1;
-        }
+    for task in tasks {
+        passed += task.await.unwrap();
     }
-    assert_eq!(passed, 20, "one budget across both gateways");
-    assert_eq!(up.hits(), 20);
+    assert_eq!(passed, 50, "one budget across both gateways");
+    assert_eq!(up.hits(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
