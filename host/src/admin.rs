@@ -2,7 +2,8 @@
 //!
 //! - `GET /status`: config generation and hash, module hashes, routes, last reload attempt;
 //! - `POST /reload`: reload now (`200` with the new generation, `422` with the reason);
-//! - `GET /metrics`: reload metrics, Prometheus text format;
+//! - `GET /metrics`: requests, latency, plugin faults, upstream errors and reloads, in the
+//!   Prometheus text format;
 //! - `GET /healthz`: `200 ok` while the process serves.
 
 use std::net::SocketAddr;
@@ -61,11 +62,10 @@ async fn handle(reloader: &Reloader, req: Request<Incoming>) -> Response<Full<By
                 &json!({ "ok": false, "error": error }),
             ),
         },
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            reloader.metrics(),
-        ),
+        (&Method::GET, "/metrics") => {
+            let body = reloader.metrics() + &crate::metrics::encode();
+            text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (_, "/status" | "/reload" | "/metrics" | "/healthz") => text(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod exchange;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

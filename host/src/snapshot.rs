@@ -59,6 +59,8 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// The plugin chain, in order.
     pub chain: Vec<Arc<PluginPool>>,
+    /// Request counters and latency histogram.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Route {
@@ -487,6 +489,7 @@ impl Builder<'_> {
             upstream,
             strip_prefix,
             chain,
+            metrics: crate::metrics::RouteMetrics::new(name),
         };
         Some((matcher?, Arc::new(route)))
     }

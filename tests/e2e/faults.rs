@@ -152,3 +152,82 @@ async fn a_fail_open_plugin_is_skipped_and_the_request_proceeds() {
     }
     assert_eq!(up.hits(), 3);
 }
+
+#[tokio::test]
+async fn the_admin_api_exposes_request_fault_and_upstream_metrics() {
+    let up = Upstream::echo().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        r#"
+[admin]
+addr = "127.0.0.1:0"
+[listeners.main]
+addr = "127.0.0.1:0"
+[upstreams.up]
+targets = ["{up}"]
+[upstreams.down]
+targets = ["{dead}"]
+[plugins.testkit]
+module = "{testkit}"
+[[routes]]
+name = "faulty"
+match = {{ path_prefix = "/faulty" }}
+upstream = "up"
+plugins = [{{ use = "testkit" }}]
+[[routes]]
+name = "down"
+match = {{ path_prefix = "/down" }}
+upstream = "down"
+[[routes]]
+name = "ok"
+match = {{ path = "/ok" }}
+upstream = "up"
+"#,
+        up = up.addr,
+        testkit = plugin("testkit"),
+    ))
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(c.get(gw.url("/ok")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        c.get(gw.url("/nowhere")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        c.get(gw.url("/faulty"))
+            .header("x-fault", "trap")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    assert_eq!(c.get(gw.url("/down")).send().await.unwrap().status(), 502);
+    let metrics = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "wasmgate_requests_total{route=\"ok\",status=\"2xx\"} 3",
+        "wasmgate_requests_total{route=\"-\",status=\"4xx\"} 1",
+        "wasmgate_requests_total{route=\"faulty\",status=\"5xx\"} 1",
+        "wasmgate_request_duration_seconds_count{route=\"ok\"} 3",
+        "wasmgate_plugin_faults_total{plugin=\"testkit\",route=\"faulty\",kind=\"trap\"} 1",
+        "wasmgate_upstream_errors_total{upstream=\"down\",kind=\"unreachable\"} 1",
+        "wasmgate_config_generation 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
+}

@@ -54,6 +54,10 @@ struct Outcome<'a> {
     plugin_time: Duration,
 }
 
+/// Requests no route took.
+static NO_ROUTE_METRICS: std::sync::LazyLock<crate::metrics::RouteMetrics> =
+    std::sync::LazyLock::new(|| crate::metrics::RouteMetrics::new("-"));
+
 /// Handles one request on `snapshot`. Never fails: every failure is a response.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
@@ -100,6 +104,11 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(&forward::REQUEST_ID, request_id.clone());
+    let elapsed = started.elapsed();
+    match &route {
+        Some(route) => route.metrics.observe(response.status(), elapsed),
+        None => NO_ROUTE_METRICS.observe(response.status(), elapsed),
+    }
     tracing::info!(
         target: "wasmgate::access",
         request_id = request_id.to_str().unwrap_or("-"),
@@ -109,7 +118,7 @@ pub async fn handle(
         route = outcome.route.unwrap_or("-"),
         upstream = outcome.upstream.unwrap_or("-"),
         status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = elapsed.as_micros() as u64,
         plugin_us = outcome.plugin_time.as_micros() as u64,
     );
     response
@@ -225,6 +234,7 @@ async fn run_route<'r>(
 /// Logs a plugin fault and returns the plugin's policy.
 fn handle_fault(pool: &PluginPool, fault: &PluginFault, request_id: &HeaderValue) -> FailurePolicy {
     let policy = pool.plugin().settings().on_error;
+    crate::metrics::plugin_fault(&fault.plugin, &fault.route, fault.kind.as_str());
     tracing::error!(
         target: "wasmgate::plugin",
         plugin = %fault.plugin,
@@ -248,11 +258,13 @@ async fn forward(
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let permit = match upstream.adaptive() {
-        Some(limit) => Some(
-            limit
-                .try_acquire()
-                .ok_or(GatewayError::UpstreamOverloaded)?,
-        ),
+        Some(limit) => match limit.try_acquire() {
+            Some(permit) => Some(permit),
+            None => {
+                crate::metrics::upstream_error(upstream.name(), "overloaded");
+                return Err(GatewayError::UpstreamOverloaded);
+            }
+        },
         None => None,
     };
     let target = upstream.pick();
@@ -301,6 +313,7 @@ async fn forward(
     let response = match sent {
         Err(_elapsed) => {
             tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, "upstream timed out");
+            crate::metrics::upstream_error(upstream.name(), "timeout");
             return Err(GatewayError::UpstreamTimeout);
         }
         Ok(Err(e)) => {
@@ -314,6 +327,10 @@ async fn forward(
                 %target,
                 error = %error::chain(&e),
                 "upstream request failed",
+            );
+            crate::metrics::upstream_error(
+                upstream.name(),
+                if timed_out { "timeout" } else { "unreachable" },
             );
             return Err(match timed_out {
                 true => GatewayError::UpstreamTimeout,
