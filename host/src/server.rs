@@ -76,11 +76,6 @@ impl Gateway {
         self.snapshot.clone()
     }
 
-    /// The `(name, address)` of every bound listener.
-    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.bound
-    }
-
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish within the snapshot's grace period.
     pub async fn serve(

@@ -46,6 +46,19 @@ pub enum Behaviour {
     Variable(Arc<std::sync::atomic::AtomicU64>),
 }
 
+/// What a test server does with one request.
+type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<Response<Full<Bytes>>, hyper::Error>>
+                    + Send,
+            >,
+        > + Send
+        + Sync,
+>;
+
 /// An HTTP/1.1 server on a loopback port.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -59,28 +72,10 @@ impl Upstream {
     }
 
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (counter, behaviour) = (counter.clone(), behaviour.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        respond(behaviour.clone(), addr, req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, hits, task }
+        Self::serve(move |addr| {
+            Arc::new(move |req| Box::pin(respond(behaviour.clone(), addr, req)))
+        })
+        .await
     }
 
     /// A server answering with `handler(request head, body) -> (status, JSON body)`.
@@ -89,8 +84,30 @@ impl Upstream {
         F: Fn(&http::request::Parts, &[u8]) -> (u16, String) + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
+        Self::serve(move |_| {
+            Arc::new(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await?.to_bytes();
+                    let (status, text) = handler(&parts, &body);
+                    let mut resp = Response::new(Full::new(Bytes::from(text)));
+                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    resp.headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                    Ok(resp)
+                })
+            })
+        })
+        .await
+    }
+
+    /// Binds a loopback port and answers every request with the handler made for it,
+    /// counting requests.
+    async fn serve(make_handler: impl FnOnce(SocketAddr) -> Handler) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let handler = make_handler(addr);
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let task = tokio::spawn(async move {
@@ -100,19 +117,9 @@ impl Upstream {
                 };
                 let (counter, handler) = (counter.clone(), handler.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
+                    let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let handler = handler.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            let (status, text) = handler(&parts, &body);
-                            let mut resp = Response::new(Full::new(Bytes::from(text)));
-                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, hyper::Error>(resp)
-                        }
+                        handler(req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
