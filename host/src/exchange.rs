@@ -1,9 +1,11 @@
 //! One request in flight as plugins see it: the request head, the response head once there is
-//! one, and the per-request context shared along the chain.
+//! one, the bodies plugins asked for, and the per-request context shared along the chain.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
 
 /// The route of an idle exchange (shared, so making one allocates nothing).
 static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
@@ -22,6 +24,11 @@ pub struct Exchange {
     pub context: HashMap<String, String>,
     /// The route handling the request.
     pub route: Arc<str>,
+    /// The request body as plugins see it: buffered for a plugin that asked for it, or
+    /// replaced by one. `None` while it streams.
+    pub request_body: Option<Bytes>,
+    /// The response body as plugins see it, in the response phase.
+    pub response_body: Option<Bytes>,
 }
 
 impl Exchange {
@@ -34,6 +41,8 @@ impl Exchange {
             response: None,
             context: HashMap::new(),
             route: NO_ROUTE.clone(),
+            request_body: None,
+            response_body: None,
         }
     }
 }

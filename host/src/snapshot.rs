@@ -31,6 +31,8 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Time allowed to receive a request head.
     pub header_timeout: Duration,
+    /// Time allowed to receive a request body a plugin reads.
+    pub body_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Keep well-formed client request ids.
@@ -67,6 +69,20 @@ impl Route {
     /// Whether any plugin on the route wants the response hook.
     pub fn has_response_hooks(&self) -> bool {
         self.chain.iter().any(|p| p.wants_response())
+    }
+
+    /// The largest request body a plugin on the route reads, capped at `max_body`; `None` when
+    /// none reads it.
+    pub fn request_body_limit(&self, max_body: u64) -> Option<u64> {
+        let limits = self.chain.iter().filter_map(|p| p.bodies().request);
+        limits.max().map(|limit| limit.min(max_body))
+    }
+
+    /// Whether a plugin on the route reads response bodies.
+    pub fn reads_response_bodies(&self) -> bool {
+        self.chain
+            .iter()
+            .any(|p| p.wants_response() && p.bodies().response.is_some())
     }
 }
 
@@ -199,6 +215,7 @@ impl Snapshot {
                     .unwrap_or(usize::MAX),
                 max_body_bytes: s.max_body_bytes.as_u64(),
                 header_timeout: s.header_timeout,
+                body_timeout: s.body_timeout,
                 shutdown_grace: s.shutdown_grace,
                 trust_request_id: s.trust_request_id,
                 workers,

@@ -53,6 +53,8 @@ use serde::de::DeserializeOwned;
 
 pub use wasmgate_plugin_sdk_macro::plugin;
 
+pub mod header_edits;
+
 /// Bindings generated from the `wasmgate:plugin` WIT package.
 #[doc(hidden)]
 #[allow(missing_docs, unsafe_code, clippy::all)]
@@ -93,6 +95,14 @@ pub trait Plugin: Sized + 'static {
         Hooks::all()
     }
 
+    /// The bodies this configured plugin reads or replaces, and up to what size. The default
+    /// reads none: bodies stream past the plugin and [`Request::body`] returns `None`. Ask only
+    /// when the config needs it (e.g. a JSON edit is configured): buffering costs memory and
+    /// latency on every request of the route.
+    fn bodies(&self) -> Bodies {
+        Bodies::default()
+    }
+
     /// Request phase, in chain order. The default continues to the next plugin.
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         let _ = (req, ctx);
@@ -102,6 +112,43 @@ pub trait Plugin: Sized + 'static {
     /// Response phase, in reverse chain order. The default leaves the response as it is.
     fn on_response(&self, req: &Request, resp: &Response, ctx: &Context) {
         let _ = (req, resp, ctx);
+    }
+}
+
+/// The bodies a plugin reads, with a size limit each (see [`Plugin::bodies`]).
+///
+/// Request bodies over the largest limit on the route are refused with 413; response bodies
+/// over the limit stream through unchanged and the response hook sees no body. `gzip` and
+/// `deflate` bodies arrive decoded; bodies in other codings are not shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bodies {
+    /// Read request bodies up to this many bytes.
+    pub request: Option<u64>,
+    /// Read response bodies up to this many bytes.
+    pub response: Option<u64>,
+}
+
+impl Bodies {
+    /// Request bodies up to `max_bytes`.
+    pub fn request(max_bytes: u64) -> Self {
+        Self {
+            request: Some(max_bytes),
+            response: None,
+        }
+    }
+
+    /// Response bodies up to `max_bytes`.
+    pub fn response(max_bytes: u64) -> Self {
+        Self {
+            request: None,
+            response: Some(max_bytes),
+        }
+    }
+
+    /// Adds response bodies up to `max_bytes`.
+    pub fn and_response(mut self, max_bytes: u64) -> Self {
+        self.response = Some(max_bytes);
+        self
     }
 }
 
@@ -527,6 +574,14 @@ pub mod __private {
         let parsed: P::Config = parse_config(config)?;
         let plugin = P::configure(parsed)?;
         let hooks = hooks & plugin.hooks();
+        let bodies = plugin.bodies();
+        use crate::bindings::wasmgate::plugin::body_access::{Message, buffer};
+        if let Some(max) = bodies.request {
+            buffer(Message::Request, max);
+        }
+        if let Some(max) = bodies.response {
+            buffer(Message::Response, max);
+        }
         CONFIGURED.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
         Ok(hooks)
     }

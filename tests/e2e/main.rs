@@ -13,3 +13,4 @@ mod ratelimit;
 mod reload;
 mod routing;
 mod support;
+mod transform;

@@ -102,6 +102,25 @@ impl Upstream {
         .await
     }
 
+    /// An upstream whose handler builds the whole response from the request head.
+    pub async fn raw<F>(handler: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        Self::serve(move |_| {
+            Arc::new(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let (parts, body) = req.into_parts();
+                    body.collect().await?;
+                    Ok(handler(&parts).map(Full::new))
+                })
+            })
+        })
+        .await
+    }
+
     /// Binds a loopback port and answers every request with the handler made for it,
     /// counting requests.
     async fn serve(make_handler: impl FnOnce(SocketAddr) -> Handler) -> Self {
@@ -170,6 +189,7 @@ async fn respond(
         "uri": parts.uri.to_string(),
         "headers": headers,
         "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body[..body.len().min(64 << 10)]),
         "body_sha256": hex(&Sha256::digest(&body)),
     });
     let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));

@@ -57,6 +57,10 @@ pub struct ServerSection {
     /// Time a client has to send a complete request head.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Time a client has to send a request body that a plugin reads (bodies that stream to
+    /// the upstream are bounded by the upstream's timeout instead).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -72,6 +76,7 @@ impl Default for ServerSection {
             max_header_bytes: ByteSize::kib(32),
             max_body_bytes: ByteSize::mib(10),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             trust_request_id: true,
             workers: None,

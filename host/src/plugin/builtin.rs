@@ -33,6 +33,10 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "rate-limit",
         include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/rate_limit.wasm")),
     ),
+    (
+        "transform",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/transform.wasm")),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

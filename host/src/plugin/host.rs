@@ -13,7 +13,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::wasmgate::plugin::{clock, log, types};
+use super::bindings::wasmgate::plugin::{body_access, clock, log, types};
 use crate::exchange::Exchange;
 use types::EditError;
 
@@ -53,7 +53,20 @@ pub struct PluginState {
     pub(super) services: Arc<Services>,
     /// The request being handled during a hook call ([`Exchange::idle`] between calls).
     pub(super) exchange: Exchange,
+    /// Set while `configure` runs: the only time body access can be declared.
+    pub(super) configuring: bool,
+    /// The bodies the configured plugin asked for.
+    pub(super) body_limits: BodyLimits,
     epoch: Instant,
+}
+
+/// The bodies a configured plugin reads, and up to how many bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Request bodies, up to this size.
+    pub request: Option<u64>,
+    /// Response bodies, up to this size.
+    pub response: Option<u64>,
 }
 
 impl PluginState {
@@ -72,6 +85,8 @@ impl PluginState {
             label,
             services,
             exchange: Exchange::idle(),
+            configuring: false,
+            body_limits: BodyLimits::default(),
             epoch: Instant::now(),
         }
     }
@@ -286,6 +301,15 @@ impl types::HostRequest for PluginState {
         Ok(fields::remove(&mut self.exchange()?.request.headers, &name))
     }
 
+    fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.exchange()?.request_body.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+        self.exchange()?.request_body = Some(body.into());
+        Ok(())
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
@@ -378,6 +402,21 @@ impl types::HostResponse for PluginState {
         Ok(fields::remove(&mut self.response_head()?.headers, &name))
     }
 
+    fn body(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.response_head()?;
+        Ok(self
+            .exchange()?
+            .response_body
+            .as_deref()
+            .map(<[u8]>::to_vec))
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
+        self.response_head()?;
+        self.exchange()?.response_body = Some(body.into());
+        Ok(())
+    }
+
     fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
@@ -443,6 +482,19 @@ impl log::Host for PluginState {
             log::Level::Error => {
                 tracing::error!(target: "wasmgate::plugin", plugin, route, "{message}")
             }
+        }
+        Ok(())
+    }
+}
+
+impl body_access::Host for PluginState {
+    fn buffer(&mut self, message: body_access::Message, max_bytes: u64) -> wasmtime::Result<()> {
+        if self.configuring {
+            let limit = match message {
+                body_access::Message::Request => &mut self.body_limits.request,
+                body_access::Message::Response => &mut self.body_limits.response,
+            };
+            *limit = Some(limit.map_or(max_bytes, |before| before.max(max_bytes)));
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use builtin::{BUILTIN_PLUGINS, builtin};
-pub use host::InstanceLabel;
+pub use host::{BodyLimits, InstanceLabel};
 pub use outbound::HttpSettings;
 pub use pool::{FaultKind, PluginFault, PluginPool};
 pub use ratelimit::RateLimitBackend;
@@ -340,12 +340,16 @@ impl PluginRuntime {
     }
 
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
-        use bindings::wasmgate::plugin::{clock, http_client, jwt, log, rate_limit, state, types};
+        use bindings::wasmgate::plugin::{
+            body_access, clock, http_client, jwt, log, rate_limit, state, types,
+        };
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         // Logging is always available: it only writes to the gateway's own log.
         log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        // Declaring body access is open to every plugin: it is a cost, not a capability.
+        body_access::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         for capability in &settings.grants {
             match capability {
                 Capability::Log => {}

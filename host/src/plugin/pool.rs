@@ -15,7 +15,9 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::Plugin;
 use super::bindings::wasmgate::plugin::types::{Action, ConfigError, Hooks};
-use super::host::{ContextHandle, InstanceLabel, PluginState, RequestHandle, ResponseHandle};
+use super::host::{
+    BodyLimits, ContextHandle, InstanceLabel, PluginState, RequestHandle, ResponseHandle,
+};
 use super::{Isolation, LoadedPlugin};
 use crate::exchange::Exchange;
 
@@ -73,6 +75,7 @@ pub struct PluginPool {
     label: Arc<InstanceLabel>,
     config: String,
     hooks: Hooks,
+    bodies: BodyLimits,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
 }
@@ -95,6 +98,7 @@ impl PluginPool {
             label,
             config,
             hooks: Hooks::empty(),
+            bodies: BodyLimits::default(),
             idle: Mutex::new(Vec::new()),
             max_idle,
         };
@@ -103,6 +107,7 @@ impl PluginPool {
             Ok(hooks) => pool.hooks = hooks,
             Err(refused) => return Ok(Err(refused)),
         }
+        pool.bodies = instance.store.data().body_limits;
         pool.checkin(instance);
         Ok(Ok(Arc::new(pool)))
     }
@@ -115,6 +120,11 @@ impl PluginPool {
     /// Whether the configured plugin asked for its response hook.
     pub fn wants_response(&self) -> bool {
         self.hooks.contains(Hooks::RESPONSE)
+    }
+
+    /// The bodies the configured plugin reads, and up to what size.
+    pub fn bodies(&self) -> BodyLimits {
+        self.bodies
     }
 
     /// The plugin this pool runs.
@@ -280,11 +290,13 @@ impl PluginPool {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| self.fault(FaultKind::Unavailable, &e))?;
+        store.data_mut().configuring = true;
         let configured = bindings
             .wasmgate_plugin_handler()
             .call_configure(&mut store, &self.config)
             .await
             .map_err(|e| self.fault(classify(&e), &e))?;
+        store.data_mut().configuring = false;
         Ok((Instance { store, bindings }, configured))
     }
 

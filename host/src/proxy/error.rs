@@ -17,6 +17,10 @@ pub enum GatewayError {
     NoResponder,
     /// The request body is over the configured limit.
     BodyTooLarge,
+    /// The request body could not be read, or its `content-encoding` could not be decoded.
+    BadRequestBody,
+    /// The client stopped sending a body a plugin needs.
+    BodyTimeout,
     /// The upstream refused or reset the connection, or sent an invalid response.
     UpstreamUnreachable,
     /// The upstream did not answer in time.
@@ -33,6 +37,8 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute | GatewayError::NoResponder => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -45,6 +51,8 @@ impl GatewayError {
             GatewayError::NoRoute => "no route matches this request",
             GatewayError::NoResponder => "the route has no upstream and no plugin answered",
             GatewayError::BodyTooLarge => "request body exceeds the gateway's limit",
+            GatewayError::BadRequestBody => "request body could not be read or decoded",
+            GatewayError::BodyTimeout => "request body not received in time",
             GatewayError::UpstreamUnreachable => "upstream unreachable",
             GatewayError::UpstreamTimeout => "upstream timed out",
             GatewayError::UpstreamOverloaded => "upstream overloaded, retry shortly",

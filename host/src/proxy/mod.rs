@@ -5,7 +5,7 @@
 //! 1. **route**: the first matching route, or 404;
 //! 2. **request phase**: the route's plugins in chain order; each continues or answers;
 //! 3. **upstream**: forward with hop-by-hop fields removed and `X-Forwarded-*` set; the bodies
-//!    stream in both directions;
+//!    stream in both directions, except a body a plugin asked to read ([`buffer`]);
 //! 4. **response phase**: in reverse order, the plugins whose request phase ran (so a plugin
 //!    that answered early still gets CORS headers added by the plugins before it);
 //! 5. **log**: one access-log line.
@@ -14,6 +14,7 @@
 //! configured `on_error = "skip"`, in which case it is left out of this request entirely.
 
 pub mod body;
+mod buffer;
 pub mod error;
 pub mod forward;
 
@@ -21,9 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
@@ -34,6 +36,7 @@ use crate::router::RequestInfo;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Upstream;
 use body::ProxyBody;
+use buffer::Buffered;
 use error::GatewayError;
 
 /// Where a request came from.
@@ -97,6 +100,8 @@ pub async fn handle(
                 response: None,
                 context: Default::default(),
                 route: route.name.clone(),
+                request_body: None,
+                response_body: None,
             };
             run_route(&snapshot, route, exchange, body, &request_id, &mut outcome).await
         }
@@ -136,12 +141,23 @@ async fn run_route<'r>(
     if declared_length(&exchange.request.headers).is_some_and(|len| len > max_body) {
         return GatewayError::BodyTooLarge.response();
     }
+    // The client's body: streaming until a plugin needs it read.
+    let mut client_body = ClientBody::Streaming(body);
 
     // Request phase.
     let mut answered: Option<Response<ProxyBody>> = None;
     let mut ran = route.chain.len();
     let mut skipped: Vec<usize> = Vec::new();
     for (i, pool) in route.chain.iter().enumerate() {
+        if pool.bodies().request.is_some()
+            && let Err(error) = client_body
+                .read(&mut exchange, route.request_body_limit(max_body), snapshot)
+                .await
+        {
+            answered = Some(error.response());
+            ran = i;
+            break;
+        }
         if !pool.wants_request() {
             continue;
         }
@@ -183,15 +199,12 @@ async fn run_route<'r>(
             None => GatewayError::NoResponder.response(),
             Some(upstream) => {
                 outcome.upstream = Some(upstream.name());
-                let limited = body::stream(Limited::new(
-                    body,
-                    usize::try_from(max_body).unwrap_or(usize::MAX),
-                ));
+                let outgoing = client_body.outgoing(&exchange, max_body);
                 forward(
                     upstream,
                     route,
                     &mut exchange,
-                    limited,
+                    outgoing,
                     keep_request,
                     request_id,
                 )
@@ -203,7 +216,26 @@ async fn run_route<'r>(
 
     // Response phase, in reverse order over the plugins whose request phase ran.
     if keep_request {
-        let (head, mut body) = response.into_parts();
+        let (mut head, mut body) = response.into_parts();
+        let limit = route.chain[..ran]
+            .iter()
+            .enumerate()
+            .filter(|(i, pool)| pool.wants_response() && !skipped.contains(i))
+            .filter_map(|(_, pool)| pool.bodies().response)
+            .max();
+        if let Some(limit) = limit
+            && may_have_body(&exchange.request.method, head.status)
+        {
+            (head, body) = match buffer::response(&mut head.headers, body, limit).await {
+                Ok(Buffered::Shown(bytes)) => {
+                    exchange.response_body = Some(bytes);
+                    (head, body::empty())
+                }
+                Ok(Buffered::Opaque(bytes)) => (head, body::full(bytes)),
+                Ok(Buffered::Streaming(rest)) => (head, rest),
+                Err(error) => error.response().into_parts(),
+            };
+        }
         exchange.response = Some(head);
         for i in (0..ran).rev() {
             let pool = &route.chain[i];
@@ -219,16 +251,89 @@ async fn run_route<'r>(
             {
                 let (head, error_body) = GatewayError::PluginFailed.response().into_parts();
                 exchange.response = Some(head);
+                exchange.response_body = None;
                 body = error_body;
             }
         }
-        let head = exchange
+        let mut head = exchange
             .response
             .take()
             .unwrap_or_else(|| GatewayError::PluginFailed.response().into_parts().0);
+        if let Some(bytes) = exchange.response_body.take() {
+            buffer::set_length(&mut head.headers, bytes.len());
+            body = body::full(bytes);
+        }
         response = Response::from_parts(head, body);
     }
     response
+}
+
+/// The client's request body on its way through the gateway.
+enum ClientBody {
+    /// Not read: it streams to the upstream.
+    Streaming(Incoming),
+    /// Read for the plugins; what they see is the exchange's `request_body`.
+    Read,
+    /// Read, but in a coding plugins are not shown: it goes upstream as it came.
+    Opaque(Bytes),
+}
+
+impl ClientBody {
+    /// Reads the body for the plugins, once, up to the route's largest declared limit.
+    async fn read(
+        &mut self,
+        exchange: &mut Exchange,
+        limit: Option<u64>,
+        snapshot: &Snapshot,
+    ) -> Result<(), GatewayError> {
+        let ClientBody::Streaming(_) = self else {
+            return Ok(());
+        };
+        let ClientBody::Streaming(incoming) = std::mem::replace(self, ClientBody::Read) else {
+            return Ok(());
+        };
+        let limit = limit.unwrap_or(snapshot.server.max_body_bytes);
+        let timeout = snapshot.server.body_timeout;
+        let headers = &mut exchange.request.headers;
+        match buffer::request(headers, incoming, limit, timeout).await? {
+            Buffered::Shown(bytes) => exchange.request_body = Some(bytes),
+            Buffered::Opaque(bytes) => *self = ClientBody::Opaque(bytes),
+            // Requests over the limit are refused, never streamed on.
+            Buffered::Streaming(_) => return Err(GatewayError::BodyTooLarge),
+        }
+        Ok(())
+    }
+
+    /// The body to send upstream: what plugins left (or set), else the client's.
+    fn outgoing(self, exchange: &Exchange, max_body: u64) -> Outgoing {
+        if let Some(bytes) = &exchange.request_body {
+            return Outgoing::Complete(bytes.clone());
+        }
+        match self {
+            ClientBody::Streaming(incoming) => Outgoing::Streaming(body::stream(Limited::new(
+                incoming,
+                usize::try_from(max_body).unwrap_or(usize::MAX),
+            ))),
+            ClientBody::Read => Outgoing::Complete(Bytes::new()),
+            ClientBody::Opaque(bytes) => Outgoing::Complete(bytes),
+        }
+    }
+}
+
+/// A request body as it leaves for the upstream.
+enum Outgoing {
+    /// Complete: sent with a matching `content-length`.
+    Complete(Bytes),
+    /// Streamed as the client sends it.
+    Streaming(ProxyBody),
+}
+
+/// Whether a response to `method` with `status` can carry a body (RFC 9110 §6.4.1).
+fn may_have_body(method: &Method, status: StatusCode) -> bool {
+    method != Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// Logs a plugin fault and returns the plugin's policy.
@@ -253,7 +358,7 @@ async fn forward(
     upstream: &Upstream,
     route: &Route,
     exchange: &mut Exchange,
-    body: ProxyBody,
+    outgoing: Outgoing,
     keep_request: bool,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, GatewayError> {
@@ -295,6 +400,19 @@ async fn forward(
         // HTTP/2 clients send `:authority` instead of `Host`.
         headers.insert(header::HOST, host);
     }
+    if route.reads_response_bodies() {
+        // Plugins read response bodies here: ask for them uncompressed.
+        headers.remove(header::ACCEPT_ENCODING);
+    }
+    let body = match outgoing {
+        Outgoing::Complete(bytes) => {
+            if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
+                buffer::set_length(&mut headers, bytes.len());
+            }
+            body::full(bytes)
+        }
+        Outgoing::Streaming(body) => body,
+    };
     let mut request = Request::new(body);
     *request.method_mut() = exchange.request.method.clone();
     *request.uri_mut() = uri;
