@@ -14,3 +14,4 @@ mod reload;
 mod routing;
 mod support;
 mod transform;
+mod waf;

@@ -37,6 +37,10 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "transform",
         include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/transform.wasm")),
     ),
+    (
+        "waf",
+        include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/waf.wasm")),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

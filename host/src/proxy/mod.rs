@@ -68,8 +68,12 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
+    // Plugins see the id the upstream and the client will see (e.g. to quote it in a reply).
+    parts
+        .headers
+        .insert(&forward::REQUEST_ID, request_id.clone());
     let method = parts.method.clone();
     // Kept for the access log (a reference-counted copy, not a new string).
     let uri = parts.uri.clone();

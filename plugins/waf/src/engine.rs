@@ -1,0 +1,192 @@
+//! The rule engine: every pattern of the configured paranoia level compiled into one
+//! `RegexSet` at configure time, run once per view of each inspected value.
+
+use regex::{RegexSet, RegexSetBuilder};
+
+use crate::normalize::Views;
+use crate::rules::{Category, RuleDef, builtin_rules, target};
+
+/// A rule as the engine runs it.
+pub struct Rule {
+    pub id: u32,
+    pub category: Category,
+    pub score: u32,
+    /// Target kinds (see [`target`]).
+    targets: u8,
+    /// For user rules: exact target names or kinds it is limited to (empty: `targets`).
+    names: Vec<String>,
+    pub message: String,
+}
+
+/// A rule switched off, for every target or for one.
+#[derive(Debug, Clone)]
+pub struct Exclusion {
+    pub rule: Option<u32>,
+    pub category: Option<Category>,
+    /// `args:q`, `header:user-agent`, `body:/comment`… or a whole kind (`args`, `body`).
+    pub target: Option<String>,
+}
+
+impl Exclusion {
+    fn covers(&self, rule: u32, category: Category, target_name: &str) -> bool {
+        let rule_hit = self.rule.is_none_or(|r| r == rule);
+        let category_hit = self.category.is_none_or(|c| c == category);
+        rule_hit
+            && category_hit
+            && self
+                .target
+                .as_deref()
+                .is_none_or(|t| covers_target(t, target_name))
+    }
+}
+
+/// Whether a target pattern (`args` or `args:q`) names `name` (`args:q`).
+pub fn covers_target(pattern: &str, name: &str) -> bool {
+    pattern == name || name.split(':').next() == Some(pattern)
+}
+
+/// A user-defined rule from the config.
+pub struct UserRule {
+    pub id: u32,
+    pub pattern: String,
+    pub score: u32,
+    pub paranoia: u8,
+    pub targets: Vec<String>,
+    pub message: String,
+}
+
+/// One rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: u32,
+    pub category: Category,
+    pub score: u32,
+    pub target: String,
+}
+
+/// The compiled rules and exclusions.
+pub struct Engine {
+    set: RegexSet,
+    rules: Vec<Rule>,
+    exclusions: Vec<Exclusion>,
+    /// Built-in non-pattern rules (protocol checks) and their scores.
+    pub paranoia: u8,
+}
+
+impl Engine {
+    /// Compiles the built-in rules up to `paranoia` and the user's rules.
+    pub fn new(
+        paranoia: u8,
+        user: Vec<UserRule>,
+        exclusions: Vec<Exclusion>,
+    ) -> Result<Self, String> {
+        let mut patterns = Vec::new();
+        let mut rules = Vec::new();
+        let builtin = builtin_rules();
+        for def in builtin.into_iter().filter(|r| r.paranoia <= paranoia) {
+            let RuleDef {
+                id,
+                category,
+                score,
+                targets,
+                message,
+                pattern,
+                ..
+            } = def;
+            patterns.push(pattern.to_owned());
+            rules.push(Rule {
+                id,
+                category,
+                score,
+                targets,
+                names: Vec::new(),
+                message: message.to_owned(),
+            });
+        }
+        for rule in user.into_iter().filter(|r| r.paranoia <= paranoia) {
+            patterns.push(rule.pattern);
+            rules.push(Rule {
+                id: rule.id,
+                category: Category::Custom,
+                score: rule.score,
+                targets: target::ALL,
+                names: rule.targets,
+                message: rule.message,
+            });
+        }
+        let set = RegexSetBuilder::new(&patterns)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
+            .map_err(|e| format!("rules did not compile: {e}"))?;
+        Ok(Self {
+            set,
+            rules,
+            exclusions,
+            paranoia,
+        })
+    }
+
+    /// Whether `rule` in `category` is excluded for `target_name`.
+    pub fn excluded(&self, rule: u32, category: Category, target_name: &str) -> bool {
+        self.exclusions
+            .iter()
+            .any(|e| e.covers(rule, category, target_name))
+    }
+
+    /// Runs the rules over one value's views, adding what matched to `findings`.
+    pub fn inspect(&self, views: &Views, kind: u8, target_name: &str, findings: &mut Vec<Finding>) {
+        self.run(&views.plain, None, kind, target_name, findings);
+        if let Some(sql) = &views.sql {
+            self.run(sql, Some(Category::Sqli), kind, target_name, findings);
+        }
+        if let Some(shell) = &views.shell {
+            self.run(shell, Some(Category::Rce), kind, target_name, findings);
+        }
+    }
+
+    fn run(
+        &self,
+        text: &str,
+        only: Option<Category>,
+        kind: u8,
+        target_name: &str,
+        findings: &mut Vec<Finding>,
+    ) {
+        for index in self.set.matches(text).iter() {
+            let rule = &self.rules[index];
+            if only.is_some_and(|c| c != rule.category)
+                || findings.iter().any(|f| f.rule == rule.id)
+            {
+                continue;
+            }
+            let applies = match rule.names.is_empty() {
+                true => rule.targets & kind != 0,
+                false => rule.names.iter().any(|n| covers_target(n, target_name)),
+            };
+            if applies && !self.excluded(rule.id, rule.category, target_name) {
+                findings.push(Finding {
+                    rule: rule.id,
+                    category: rule.category,
+                    score: rule.score,
+                    target: target_name.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// What a rule detects, for the audit log.
+    pub fn message(&self, id: u32) -> &str {
+        let protocol = crate::inspect::PROTOCOL_RULES
+            .iter()
+            .find(|(r, ..)| *r == id);
+        match protocol {
+            Some((.., message)) => message,
+            None => self
+                .rules
+                .iter()
+                .find(|r| r.id == id)
+                .map_or("", |r| r.message.as_str()),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! What the WAF inspects in a request, and the protocol checks that are not patterns.
+//!
+//! Targets are named for findings and exclusions: `path`, `args:<name>`, `args-names`,
+//! `header:<name>`, `cookie:<name>`, `body:<field>` (form fields), `body:<JSON pointer>`
+//! (JSON strings and keys), `body` (any other body, whole).
+
+use serde_json::Value;
+
+use crate::engine::{Engine, Finding};
+use crate::normalize::{Anomalies, bad_percent, normalize, raw_pairs};
+use crate::rules::{CRITICAL, Category, target};
+
+/// Headers never inspected: credentials (opaque tokens), and fields the gateway or the HTTP
+/// layer validate themselves. Cookies and the content type get their own checks.
+const SKIPPED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "content-type",
+    "content-length",
+    "host",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "connection",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "pragma",
+    "te",
+    "upgrade-insecure-requests",
+];
+
+/// Checks that are code rather than patterns: (id, paranoia, category, message).
+pub const PROTOCOL_RULES: &[(u32, u8, Category, &str)] = &[
+    (920100, 1, Category::Protocol, "null byte"),
+    (
+        920110,
+        1,
+        Category::Protocol,
+        "line break in a path, parameter or cookie (header injection)",
+    ),
+    (920120, 1, Category::Protocol, "invalid URL encoding"),
+    (920130, 1, Category::Protocol, "IIS %u encoding"),
+    (920140, 1, Category::Protocol, "overlong UTF-8 encoding"),
+    (920150, 1, Category::Protocol, "control characters"),
+    (920160, 1, Category::Protocol, "abusive byte ranges"),
+    (
+        920170,
+        1,
+        Category::Protocol,
+        "method override to a dangerous method",
+    ),
+    (920180, 1, Category::Protocol, "character set not allowed"),
+    (
+        920190,
+        1,
+        Category::Protocol,
+        "request body does not parse as its content type says",
+    ),
+    (
+        920200,
+        1,
+        Category::Protocol,
+        "XML external entity declaration",
+    ),
+    (
+        920210,
+        1,
+        Category::Protocol,
+        "request body in an encoding the WAF cannot inspect",
+    ),
+    (930140, 1, Category::Lfi, "UNC path to a remote share"),
+];
+
+/// Methods a client may not tunnel through an override header or parameter.
+const DANGEROUS_METHODS: &[&str] = &[
+    "TRACE", "TRACK", "CONNECT", "DEBUG", "PROPFIND", "MOVE", "COPY",
+];
+
+/// Charsets a request body may declare.
+const CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "iso-8859-1",
+    "latin1",
+    "us-ascii",
+    "ascii",
+    "windows-1252",
+];
+
+/// What the WAF reads from a request (the plugin's request, or a test double).
+pub trait Inspected {
+    fn path(&self) -> String;
+    fn query(&self) -> Option<String>;
+    fn header(&self, name: &str) -> Option<String>;
+    fn header_all(&self, name: &str) -> Vec<String>;
+    fn header_names(&self) -> Vec<String>;
+    fn body(&self) -> Option<Vec<u8>>;
+}
+
+impl Inspected for wasmgate_plugin_sdk::Request {
+    fn path(&self) -> String {
+        self.path()
+    }
+    fn query(&self) -> Option<String> {
+        self.query()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.header(name)
+    }
+    fn header_all(&self, name: &str) -> Vec<String> {
+        self.header_all(name)
+    }
+    fn header_names(&self) -> Vec<String> {
+        self.header_names()
+    }
+    fn body(&self) -> Option<Vec<u8>> {
+        self.body()
+    }
+}
+
+/// The request's findings.
+pub fn inspect(engine: &Engine, req: &impl Inspected) -> Vec<Finding> {
+    let mut scan = Scan {
+        engine,
+        findings: Vec::new(),
+    };
+    let path = req.path();
+    scan.raw_encoding(&path, "path");
+    scan.value(&path, target::PATH, "path", false);
+    if let Some(query) = req.query() {
+        scan.raw_encoding(&query, "args");
+        for (name, value) in raw_pairs(&query) {
+            let decoded = normalize(&name).0.plain;
+            if decoded == "_method" && is_dangerous_method(&value) {
+                scan.protocol(920170, "args:_method");
+            }
+            scan.value(&name, target::NAMES, "args-names", false);
+            scan.value(&value, target::ARGS, &format!("args:{decoded}"), false);
+        }
+    }
+    for name in req.header_names() {
+        if SKIPPED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        for value in req.header_all(&name) {
+            scan.value(&value, target::HEADERS, &format!("header:{name}"), false);
+        }
+    }
+    for cookie in req.header_all("cookie") {
+        for pair in cookie.split(';') {
+            let (name, value) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+            scan.value(value, target::COOKIES, &format!("cookie:{name}"), false);
+        }
+    }
+    scan.headers(req);
+    scan.body(req);
+    scan.findings
+}
+
+struct Scan<'a> {
+    engine: &'a Engine,
+    findings: Vec<Finding>,
+}
+
+impl Scan<'_> {
+    fn protocol(&mut self, id: u32, target_name: &str) {
+        let Some(&(_, paranoia, category, _)) =
+            PROTOCOL_RULES.iter().find(|(rule, ..)| *rule == id)
+        else {
+            return;
+        };
+        let seen = self.findings.iter().any(|f| f.rule == id);
+        if paranoia <= self.engine.paranoia
+            && !seen
+            && !self.engine.excluded(id, category, target_name)
+        {
+            self.findings.push(Finding {
+                rule: id,
+                category,
+                score: CRITICAL,
+                target: target_name.to_owned(),
+            });
+        }
+    }
+
+    fn raw_encoding(&mut self, raw: &str, target_name: &str) {
+        if bad_percent(raw) {
+            self.protocol(920120, target_name);
+        }
+    }
+
+    /// Normalises and inspects one value. `multiline` values (bodies) may hold line breaks.
+    fn value(&mut self, raw: &str, kind: u8, target_name: &str, multiline: bool) {
+        if raw.is_empty() {
+            return;
+        }
+        let (views, anomalies) = normalize(raw);
+        self.anomalies(anomalies, target_name, multiline);
+        self.engine
+            .inspect(&views, kind, target_name, &mut self.findings);
+    }
+
+    fn anomalies(&mut self, a: Anomalies, target_name: &str, multiline: bool) {
+        let checks = [
+            (a.null_byte, 920100),
+            (a.line_break && !multiline, 920110),
+            (a.iis_unicode, 920130),
+            (a.overlong_utf8, 920140),
+            (a.control_chars, 920150),
+            (a.unc_path, 930140),
+        ];
+        for (hit, id) in checks {
+            if hit {
+                self.protocol(id, target_name);
+            }
+        }
+    }
+
+    fn headers(&mut self, req: &impl Inspected) {
+        if let Some(range) = req.header("range") {
+            // Many ranges (overlapping-range DoS) or numbers beyond any real size.
+            let huge = range
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|n| n.len() > 15);
+            if range.matches(',').count() >= 5 || huge {
+                self.protocol(920160, "header:range");
+            }
+        }
+        for name in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            if req.header(name).is_some_and(|m| is_dangerous_method(&m)) {
+                self.protocol(920170, &format!("header:{name}"));
+            }
+        }
+        if let Some(ct) = req.header("content-type")
+            && let Some(charset) = ct
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+                .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
+            && !CHARSETS.contains(&charset.as_str())
+        {
+            self.protocol(920180, "header:content-type");
+        }
+    }
+
+    fn body(&mut self, req: &impl Inspected) {
+        let has_body = req
+            .header("content-length")
+            .is_some_and(|l| l.trim() != "0")
+            || req.header("transfer-encoding").is_some();
+        let Some(body) = req.body() else {
+            if has_body && req.header("content-encoding").is_some() {
+                self.protocol(920210, "body");
+            }
+            return;
+        };
+        if body.is_empty() {
+            return;
+        }
+        let content_type = req
+            .header("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("<!") {
+            let lower = text.to_ascii_lowercase();
+            let doctype_subset = lower
+                .find("<!doctype")
+                .is_some_and(|at| lower[at..].contains(['[', '%']));
+            if lower.contains("<!entity") || doctype_subset {
+                self.protocol(920200, "body");
+            }
+        }
+        if essence == "application/json" || essence.ends_with("+json") {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(doc) => self.json(&doc, &mut String::new()),
+                Err(_) => {
+                    self.protocol(920190, "body");
+                    self.value(&text, target::BODY, "body", true);
+                }
+            }
+        } else if essence == "application/x-www-form-urlencoded" {
+            self.raw_encoding(&text, "body");
+            for (name, value) in raw_pairs(&text) {
+                let decoded = normalize(&name).0.plain;
+                self.value(&name, target::NAMES, "body-names", false);
+                self.value(&value, target::BODY, &format!("body:{decoded}"), true);
+            }
+        } else {
+            self.value(&text, target::BODY, "body", true);
+        }
+    }
+
+    /// Walks a JSON document: string values and object keys, named by JSON Pointer.
+    fn json(&mut self, value: &Value, pointer: &mut String) {
+        match value {
+            Value::String(s) => self.value(s, target::BODY, &format!("body:{pointer}"), true),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = pointer.len();
+                    pointer.push_str(&format!("/{i}"));
+                    self.json(item, pointer);
+                    pointer.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    self.value(key, target::NAMES, &format!("body-names:{pointer}"), false);
+                    self.json(item, pointer);
+                    pointer.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_dangerous_method(method: &str) -> bool {
+    DANGEROUS_METHODS.contains(&method.trim().to_ascii_uppercase().as_str())
+}
