@@ -222,6 +222,7 @@ fn check_restart_free(current: &Snapshot, next: &ConfigFile) -> Result<(), Strin
 fn watch_list(file: &ConfigFile) -> Vec<PathBuf> {
     let mut paths = vec![file.path.clone()];
     paths.extend(file.module_paths());
+    paths.extend(file.config_file_paths());
     paths.iter().filter_map(|p| canonical_target(p)).collect()
 }
 

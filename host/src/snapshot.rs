@@ -449,10 +449,15 @@ impl Builder<'_> {
                 }
                 continue;
             };
-            let (config, config_span) = match &entry.config {
+            let (mut config, config_span) = match &entry.config {
                 Some(c) => (c.get_ref().clone(), c.span()),
                 None => (toml::Table::new(), entry_span.clone()),
             };
+            if let Some(files) = &entry.config_files
+                && !self.read_config_files(name, plugin_name, files, &mut config)
+            {
+                continue;
+            }
             let json = match serde_json::to_string(&config) {
                 Ok(json) => json,
                 Err(e) => {
@@ -509,6 +514,37 @@ impl Builder<'_> {
             metrics: crate::metrics::RouteMetrics::new(name),
         };
         Some((matcher?, Arc::new(route)))
+    }
+
+    /// Fills `config` keys from `config_files`; false (with problems recorded) if a file
+    /// cannot be read or a key is also given inline.
+    fn read_config_files(
+        &mut self,
+        route: &str,
+        plugin: &str,
+        files: &toml::Spanned<BTreeMap<String, String>>,
+        config: &mut toml::Table,
+    ) -> bool {
+        let mut ok = true;
+        for (key, path) in files.get_ref() {
+            let context = format!("route `{route}`, plugin `{plugin}`, config_files.{key}");
+            if config.contains_key(key) {
+                let message = format!("{context}: `{key}` is also set in `config`; keep one");
+                self.problem(files.span(), message);
+                ok = false;
+                continue;
+            }
+            match std::fs::read_to_string(self.file.base_dir().join(path)) {
+                Ok(text) => {
+                    config.insert(key.clone(), toml::Value::String(text));
+                }
+                Err(e) => {
+                    self.problem(files.span(), format!("{context}: cannot read {path}: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        ok
     }
 
     fn matcher(

@@ -14,4 +14,5 @@ mod reload;
 mod routing;
 mod support;
 mod transform;
+mod validation;
 mod waf;

@@ -71,6 +71,19 @@ impl ConfigFile {
             .collect()
     }
 
+    /// The files routes read into plugin configs (`config_files`), resolved against the
+    /// file's directory: watched for changes like modules.
+    pub fn config_file_paths(&self) -> Vec<PathBuf> {
+        self.raw
+            .routes
+            .iter()
+            .flat_map(|r| r.get_ref().plugins.iter())
+            .filter_map(|p| p.get_ref().config_files.as_ref())
+            .flat_map(|files| files.get_ref().values())
+            .map(|path| self.base_dir().join(path))
+            .collect()
+    }
+
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))

@@ -360,4 +360,8 @@ pub struct PluginUse {
     /// The plugin's config for this route, passed to its `configure`.
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
+    /// Config keys whose value is the text of a file, resolved against the config file's
+    /// directory: `{ openapi = "specs/api.yaml" }`. The files are watched like modules.
+    #[serde(default)]
+    pub config_files: Option<Spanned<BTreeMap<String, String>>>,
 }

@@ -41,6 +41,13 @@ pub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[
         "waf",
         include_bytes!(concat!(env!("WASMGATE_PLUGIN_DIR"), "/waf.wasm")),
     ),
+    (
+        "request-validation",
+        include_bytes!(concat!(
+            env!("WASMGATE_PLUGIN_DIR"),
+            "/request_validation.wasm"
+        )),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

@@ -146,3 +146,21 @@ fn attack_and_benign_corpora_meet_the_detection_floors() {
         }
     }
 }
+
+#[test]
+fn held_out_benign_corpus_stays_under_one_percent_at_paranoia_1() {
+    let engine = engine(1);
+    let benign = load("holdout-benign.jsonl");
+    let mut false_positives = 0;
+    for (id, _, req) in &benign {
+        let findings = inspect(&engine, req);
+        if findings.iter().map(|f| f.score).sum::<u32>() >= 5 {
+            println!("held-out false positive: {id} {findings:?}");
+            false_positives += 1;
+        }
+    }
+    assert!(
+        false_positives * 100 <= benign.len(),
+        "{false_positives} held-out false positives"
+    );
+}

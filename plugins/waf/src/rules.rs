@@ -88,7 +88,7 @@ const WEAK_COMMANDS: &str = r"(?:printf|cat|id|ls|env|ps|pwd|ping|dig|sh|bash|zs
 pub fn builtin_rules() -> Vec<RuleDef> {
     let strong = STRONG_COMMANDS;
     let weak = WEAK_COMMANDS;
-    let shell_arg = r#"(?:\s+\d+\s*(?:[;|&`]|$)|\s+(?:-{1,2}[a-z]|/|\.\.?/|~|\$|'|"|<|>|\||;|&|`|[a-z0-9._-]+\s*[|&`]|[a-z0-9._-]+/)|\s*$|\s*[|&`)<>])"#;
+    let shell_arg = r#"(?:\s+\d+\s*(?:[;|&`]|$)|\s+(?:-{1,2}[a-z]|/|\.\.?/|~|\$|'|"|<|>|;|`|[a-z0-9._-]+[|&`]|[a-z0-9._-]+/)|\s*$|[|&`)<>])"#;
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         // ---- SQL injection (942) ----
@@ -126,7 +126,7 @@ pub fn builtin_rules() -> Vec<RuleDef> {
             score: CRITICAL,
             targets: ALL,
             message: "stacked SQL statement",
-            pattern: r#"(?:[;'"`)]|\b\d+)\s*;?\s*(?:drop\s+(?:table|database|schema|view|user|procedure|function)\b|truncate\s+table\b|delete\s+from\s+\w|insert\s+into\s+\w|update\s+[\w.`"\[\]]+\s+set\s+\w|alter\s+(?:table|user|database)\b|create\s+(?:table|user|database|function|procedure|trigger)\b|exec(?:ute)?\s*[\s(@]|declare\s+@|shutdown\b|grant\s+\w+\s+on\b|rename\s+table\b)"#,
+            pattern: r#"(?:[;'"`)]|\b\d+)\s*;?\s*(?:drop\s+(?:table|database|schema|view|user|procedure|function)\b|truncate\s+table\b|delete\s+from\s+\w|insert\s+into\s+\w|update\s+[\w.`"\[\]]+\s+set\s+\w|alter\s+(?:table|user|database)\b|create\s+(?:table|user|database|function|procedure|trigger)\b|exec(?:ute)?\s*(?:\(|@|xp_|sp_|master\.|immediate\b)|declare\s+@|shutdown\b|grant\s+\w+\s+on\b|rename\s+table\b)"#,
         },
         RuleDef {
             id: 942130,
@@ -189,7 +189,7 @@ pub fn builtin_rules() -> Vec<RuleDef> {
             score: CRITICAL,
             targets: ALL,
             message: "SQL ORDER/GROUP BY probe",
-            pattern: r#"(?:['"`)]|\d)\s*\b(?:order|group)\s+by\s+\d+\s*(?:--|#|/\*|;|$|,\s*\d|desc|asc)|\bhaving\s+\d+\s*=\s*\d+|['"`)]\s*(?:order|group)\s+by\b"#,
+            pattern: r#"(?:['"`)]|\d)\s*\b(?:order|group)\s+by\s+\d+\s*(?:--|#|/\*|;|$|,\s*\d|desc|asc)|\bhaving\s+\d+\s*=\s*\d+|['"`)]\s*(?:order|group)\s+by\s+(?:\d|[\w.]+\s*(?:--|#|/\*|,|\basc\b|\bdesc\b|\)))"#,
         },
         RuleDef {
             id: 942210,
@@ -198,7 +198,7 @@ pub fn builtin_rules() -> Vec<RuleDef> {
             score: CRITICAL,
             targets: ALL,
             message: "SQL keyword after a quote",
-            pattern: r#"['"`]\s*\)*\s*(?:;|\|\||&&)?\s*(?:union|select|insert|update|delete|drop|exec|having|where|limit|procedure\s+analyse)\b\s*[\s(@*]"#,
+            pattern: r#"['"`]\s*\)*\s*(?:;|\|\||&&)?\s*(?:union\s+(?:all\s+|distinct\s+)?\(?\s*select\b|select\s+(?:[\w*@(),.'"]+\s+from\b|\d|null\b|@@|\*|concat|char\s*\(|if\s*\()|insert\s+into\b|update\s+[\w.`"]+\s+set\b|delete\s+from\b|drop\s+(?:table|database)\b|exec(?:ute)?\s*(?:\(|@|xp_|sp_|master\.)|having\s+\d|where\s+(?:\d|[\w.]+\s*(?:=|<|>|like\b))|limit\s+\d|procedure\s+analyse)"#,
         },
         RuleDef {
             id: 942220,
