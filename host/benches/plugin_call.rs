@@ -58,6 +58,46 @@ fn request_with(header: Option<(&str, &str)>) -> Exchange {
     exchange
 }
 
+/// A typical API request body: a user profile and order lines, about `len` bytes of JSON.
+fn json_body(len: usize) -> bytes::Bytes {
+    let mut items = Vec::new();
+    let mut doc = serde_json::json!({});
+    for i in 0.. {
+        doc = serde_json::json!({
+            "user": {
+                "name": "Siobhán O'Brien",
+                "email": "siobhan.obrien@example.com",
+                "address": { "street": "12 Harbour Rd", "city": "Cork", "country": "IE" },
+                "bio": "Product designer; I like \"clean\" APIs, 3/4 of my time is spent on research & testing.",
+            },
+            "items": items,
+            "note": "Please deliver after 5 pm, ring twice.",
+        });
+        if doc.to_string().len() >= len {
+            break;
+        }
+        items.push(serde_json::json!({
+            "sku": format!("SKU-{i:05}"),
+            "title": "Stainless steel water bottle, 750 ml",
+            "qty": 1 + i % 3,
+            "price": 19.95,
+            "gift_message": "Happy birthday! Don't drink it all at once :)",
+        }));
+    }
+    bytes::Bytes::from(doc.to_string())
+}
+
+fn request_with_body(body: &bytes::Bytes) -> Exchange {
+    let mut exchange = request_with(Some(("content-type", "application/json")));
+    exchange.request.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
+    exchange.request.method = http::Method::POST;
+    exchange.request_body = Some(body.clone());
+    exchange
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,6 +228,36 @@ fn bench(c: &mut Criterion) {
                 async move {
                     let (ex, result) = pool.on_request(request_with(Some(header))).await;
                     result.unwrap_or_else(|e| panic!("{e}"));
+                    std::hint::black_box(ex)
+                }
+            })
+        });
+    }
+    // Body plugins: the request body is already buffered, as the driver hands it over.
+    let waf = pool(&rt, &runtime, "waf", r#"{"paranoia":1}"#);
+    let transform = pool(
+        &rt,
+        &runtime,
+        "transform",
+        r#"{"request":{"json":[{"op":"set","pointer":"/meta/source","value":"gateway"}]}}"#,
+    );
+    let small = json_body(1024);
+    let large = json_body(64 << 10);
+    let body_cases = [
+        ("waf_request_1kb_json_paranoia_1", &waf, &small),
+        ("waf_request_64kb_json_paranoia_1", &waf, &large),
+        ("transform_request_1kb_json_one_edit", &transform, &small),
+    ];
+    for (name, pool, body) in body_cases {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let pool = pool.clone();
+                async move {
+                    let (ex, result) = pool.on_request(request_with_body(body)).await;
+                    match result {
+                        Ok(wasmgate::plugin::contract::Action::Continue) => {}
+                        _ => panic!("{name}: the benign request was not passed on"),
+                    }
                     std::hint::black_box(ex)
                 }
             })

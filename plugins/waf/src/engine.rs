@@ -1,7 +1,8 @@
 //! The rule engine: every pattern of the configured paranoia level compiled into one
-//! `RegexSet` at configure time, run once per view of each inspected value.
+//! `RegexSet` at configure time (bytes, ASCII semantics: the lazy DFA handles every input),
+//! run once per view of each inspected value.
 
-use regex::{RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use crate::normalize::Views;
 use crate::rules::{Category, RuleDef, builtin_rules, target};
@@ -114,7 +115,10 @@ impl Engine {
                 message: rule.message,
             });
         }
+        // ASCII classes and word boundaries: values are lower-cased already, and Unicode word
+        // boundaries would keep the lazy DFA from running on any non-ASCII input.
         let set = RegexSetBuilder::new(&patterns)
+            .unicode(false)
             .size_limit(64 << 20)
             .dfa_size_limit(16 << 20)
             .build()
@@ -153,6 +157,11 @@ impl Engine {
         target_name: &str,
         findings: &mut Vec<Finding>,
     ) {
+        let text = text.as_bytes();
+        // Most values match nothing: `is_match` stops early and skips match bookkeeping.
+        if !self.set.is_match(text) {
+            return;
+        }
         for index in self.set.matches(text).iter() {
             let rule = &self.rules[index];
             if only.is_some_and(|c| c != rule.category)

@@ -127,6 +127,7 @@ pub fn inspect(engine: &Engine, req: &impl Inspected) -> Vec<Finding> {
     let mut scan = Scan {
         engine,
         findings: Vec::new(),
+        seen_keys: Default::default(),
     };
     let path = req.path();
     scan.raw_encoding(&path, "path");
@@ -164,6 +165,8 @@ pub fn inspect(engine: &Engine, req: &impl Inspected) -> Vec<Finding> {
 struct Scan<'a> {
     engine: &'a Engine,
     findings: Vec<Finding>,
+    /// JSON keys already inspected: arrays of objects repeat the same few keys.
+    seen_keys: std::collections::HashSet<String>,
 }
 
 impl Scan<'_> {
@@ -318,7 +321,10 @@ impl Scan<'_> {
                     let len = pointer.len();
                     pointer.push('/');
                     pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                    self.value(key, target::NAMES, &format!("body-names:{pointer}"), false);
+                    if !self.seen_keys.contains(key.as_str()) {
+                        self.seen_keys.insert(key.clone());
+                        self.value(key, target::NAMES, &format!("body-names:{pointer}"), false);
+                    }
                     self.json(item, pointer);
                     pointer.truncate(len);
                 }

@@ -188,7 +188,7 @@ impl Plugin for Waf {
                     "user rule ids start at 100000 (lower ids are built-in)",
                 ));
             }
-            if let Err(e) = regex::Regex::new(&r.pattern) {
+            if let Err(e) = regex::bytes::RegexBuilder::new(&r.pattern).unicode(false).build() {
                 return Err(ConfigError::at(at("pattern"), e.to_string()));
             }
             for (j, t) in r.targets.iter().enumerate() {

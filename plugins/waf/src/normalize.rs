@@ -42,6 +42,9 @@ pub fn normalize(raw: &str) -> (Views, Anomalies) {
     let mut anomalies = Anomalies::default();
     let mut text = raw.to_owned();
     for _ in 0..MAX_ROUNDS {
+        if !text.contains(['%', '&']) {
+            break;
+        }
         let decoded = url_decode(&text, &mut anomalies);
         let decoded = html_decode(&decoded);
         if decoded == text {
@@ -78,9 +81,10 @@ pub fn normalize(raw: &str) -> (Views, Anomalies) {
         }
     }
     let sql = plain.contains("/*").then(|| strip_sql_comments(&plain));
-    let shell = text
-        .contains(['\'', '"', '\\', '^', '$'])
-        .then(|| strip_shell_quoting(&text.to_lowercase()));
+    // Quoting only hides a command next to a shell metacharacter.
+    let shell = (text.contains(['\'', '"', '\\', '^', '$'])
+        && text.contains([';', '|', '&', '`', '$', '\n', '/', '(', '{']))
+    .then(|| strip_shell_quoting(&text.to_lowercase()));
     (Views { plain, sql, shell }, anomalies)
 }
 
