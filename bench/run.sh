@@ -7,6 +7,7 @@
 #
 #   bash bench/run.sh                 # 3 rounds of 10 s per target
 #   ROUNDS=5 DURATION=20s bash bench/run.sh
+#   ONLY='POST 1 KB' bash bench/run.sh   # only the targets whose name matches (a bash regex)
 #
 # Needs: nginx, wrk (apt-get install nginx wrk), a release build of wasmgate.
 set -euo pipefail
@@ -46,6 +47,8 @@ http {
   proxy_temp_path $work/$1-proxy;
   upstream backend { server 127.0.0.1:19000; keepalive 1024; }
   limit_req_zone \$binary_remote_addr zone=perip:10m rate=100000000r/s;
+  client_body_buffer_size 128k;
+  client_max_body_size 1m;
   $2
 }
 CONF
@@ -118,21 +121,60 @@ name = "key"
 match = { path_prefix = "/key" }
 upstream = "backend"
 plugins = [{ use = "key", config = { keys = [{ consumer = "bench", sha256 = "$KEY_SHA256" }] } }]
+[plugins.waf]
+module = "builtin:waf"
+[plugins.transform]
+module = "builtin:transform"
+[[routes]]
+name = "waf"
+match = { path_prefix = "/waf" }
+upstream = "backend"
+plugins = [{ use = "waf", config = { paranoia = 1 } }]
+[[routes]]
+name = "transform"
+match = { path_prefix = "/transform" }
+upstream = "backend"
+plugins = [{ use = "transform", config = { request = { json = [{ op = "set", pointer = "/meta/source", value = "gateway" }] } } }]
 [[routes]]
 name = "plain"
 upstream = "backend"
 CONF
 
+# Request bodies: a typical API request (a user profile and order lines) of about 1 KB and 64 KB.
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+for name, size in (("1k", 1024), ("64k", 65536)):
+    items, i = [], 0
+    while True:
+        doc = {"user": {"name": "Siobhán O'Brien", "email": "siobhan.obrien@example.com",
+                        "address": {"street": "12 Harbour Rd", "city": "Cork", "country": "IE"},
+                        "bio": "Product designer; I like \"clean\" APIs, 3/4 of my time is research & testing."},
+               "items": items, "note": "Please deliver after 5 pm, ring twice."}
+        text = json.dumps(doc)
+        if len(text.encode()) >= size:
+            break
+        items.append({"sku": "SKU-%05d" % i, "title": "Stainless steel water bottle, 750 ml", "qty": 1 + i % 3,
+                      "price": 19.95, "gift_message": "Happy birthday! Don't drink it all at once :)"})
+        i += 1
+    with open(f"{work}/body-{name}.json", "w") as f:
+        f.write(text)
+    with open(f"{work}/post-{name}.lua", "w") as f:
+        f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'local f = io.open("{work}/body-{name}.json", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+PY
+
 taskset -c 1 nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
 taskset -c 1 nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!)
 # Access logging off, as for nginx.
 RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate.toml" & pids+=($!)
-sleep 1
+# The first start compiles the plugins (a few seconds); later ones load them from the cache.
 for port in 19000 19001 19002; do
+  for _ in $(seq 60); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.5; done
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
 done
 
-# name|url|extra request header
+# name|url|extra request header|POST body (1k, 64k)
 targets=(
   "direct (upstream, no proxy)|http://127.0.0.1:19000/|"
   "nginx proxy_pass|http://127.0.0.1:19001/|"
@@ -143,6 +185,13 @@ targets=(
   "wasmgate, cors + rate-limit (local)|http://127.0.0.1:19002/limited|"
   "wasmgate, jwt-auth (HS256)|http://127.0.0.1:19002/jwt|Authorization: Bearer $JWT"
   "wasmgate, api-key|http://127.0.0.1:19002/key|X-Api-Key: $API_KEY"
+  "nginx proxy_pass, POST 1 KB JSON|http://127.0.0.1:19001/||1k"
+  "wasmgate, no plugins, POST 1 KB JSON|http://127.0.0.1:19002/||1k"
+  "wasmgate, waf (paranoia 1), POST 1 KB|http://127.0.0.1:19002/waf||1k"
+  "wasmgate, transform 1 JSON edit, 1 KB|http://127.0.0.1:19002/transform||1k"
+  "nginx proxy_pass, POST 64 KB JSON|http://127.0.0.1:19001/||64k"
+  "wasmgate, no plugins, POST 64 KB JSON|http://127.0.0.1:19002/||64k"
+  "wasmgate, waf (paranoia 1), POST 64 KB|http://127.0.0.1:19002/waf||64k"
 )
 
 to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s
@@ -156,10 +205,12 @@ cpu_busy() { # % of both cores busy over half a second, before a run starts
 }
 for ((round = 1; round <= ROUNDS; round++)); do
   for i in "${!targets[@]}"; do
-    IFS='|' read -r name url extra <<<"${targets[$i]}"
+    IFS='|' read -r name url extra body <<<"${targets[$i]}"
+    [[ "$name" =~ ${ONLY:-.} ]] || continue
     busy=$(cpu_busy)
     headers=(-H "Origin: $ORIGIN")
     [ -n "$extra" ] && headers+=(-H "$extra")
+    [ -n "$body" ] && headers+=(-s "$work/post-$body.lua")
     out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${headers[@]}" "$url")
     rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -179,6 +230,7 @@ echo "Medians of $ROUNDS rounds, wrk -t1 -c$CONNECTIONS -d$DURATION, proxies on 
 printf '| %-34s | %10s | %8s | %8s | %13s |\n' "target" "req/s" "p50 ms" "p99 ms" "vs nginx req/s"
 printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "------------" "----------" "----------" "---------------"
 for i in "${!targets[@]}"; do
+  grep -q "^$i " "$work/results" || continue
   rps=$(awk -v i="$i" '$1 == i { print $2 }' "$work/results" | median)
   p50=$(awk -v i="$i" '$1 == i { print $3 }' "$work/results" | median)
   p99=$(awk -v i="$i" '$1 == i { print $4 }' "$work/results" | median)

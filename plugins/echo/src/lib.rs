@@ -1,10 +1,10 @@
 //! `echo`: answers every request itself with a JSON description of the request as the gateway
 //! sees it at that point of the chain (method, path, query, headers, client, context keys
-//! asked for). Useful as a demo backend and for debugging a chain.
+//! asked for, and the body). Useful as a demo backend and for debugging a chain.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Reply, Request, plugin};
+use wasmgate_plugin_sdk::{Action, Bodies, ConfigError, Context, Plugin, Reply, Request, plugin};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +15,13 @@ struct Config {
     /// Context keys to include in the reply, e.g. `["consumer"]`.
     #[serde(default)]
     context: Vec<String>,
+    /// Include request bodies up to this many bytes (0: leave bodies out, never buffer them).
+    #[serde(default = "default_max_body")]
+    max_body: u64,
+}
+
+fn default_max_body() -> u64 {
+    64 << 10
 }
 
 fn default_status() -> u16 {
@@ -24,6 +31,7 @@ fn default_status() -> u16 {
 struct Echo {
     status: u16,
     context: Vec<String>,
+    max_body: u64,
 }
 
 #[plugin]
@@ -40,7 +48,15 @@ impl Plugin for Echo {
         Ok(Self {
             status: config.status,
             context: config.context,
+            max_body: config.max_body,
         })
+    }
+
+    fn bodies(&self) -> Bodies {
+        match self.max_body {
+            0 => Bodies::default(),
+            max => Bodies::request(max),
+        }
     }
 
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
@@ -58,7 +74,12 @@ impl Plugin for Echo {
             .iter()
             .filter_map(|key| ctx.get(key).map(|v| (key.clone(), Value::String(v))))
             .collect();
-        let body = json!({
+        // JSON bodies as JSON, others as text.
+        let request_body = req.body().filter(|b| !b.is_empty()).map(|b| {
+            serde_json::from_slice::<Value>(&b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+        });
+        let mut body = json!({
             "method": req.method(),
             "path": req.path(),
             "query": req.query(),
@@ -66,6 +87,9 @@ impl Plugin for Echo {
             "headers": headers,
             "context": context,
         });
+        if let Some(request_body) = request_body {
+            body["body"] = request_body;
+        }
         // Pretty-printed: the echo is read by people at a terminal.
         let body = format!("{body:#}\n");
         Action::respond(

@@ -164,3 +164,63 @@ fn held_out_benign_corpus_stays_under_one_percent_at_paranoia_1() {
         "{false_positives} held-out false positives"
     );
 }
+
+#[test]
+fn escaped_json_still_reaches_the_rules() {
+    let engine = engine(1);
+    let request = |body: &str| CorpusRequest {
+        path: "/api/comments".into(),
+        query: None,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Some(body.as_bytes().to_vec()),
+    };
+    for attack in [
+        r#"{"c": "\u003cscript\u003ealert(1)\u003c/script\u003e"}"#,
+        r#"{"c": "x\u0027 OR \u00271\u0027=\u00271"}"#,
+        r#"{"c": "1 UN/**/ION SEL/**/ECT password FROM users"}"#,
+        r#"{"c": "..\\..\\..\\windows\\win.ini"}"#,
+        r#"{"c": "a;c'a't /e't'c/pa's's'wd"}"#,
+    ] {
+        assert!(!inspect(&engine, &request(attack)).is_empty(), "{attack}");
+    }
+    let benign = r#"{"c": "Don't forget: \"quotes\" & a line\nbreak; it's fine"}"#;
+    assert!(inspect(&engine, &request(benign)).is_empty());
+    assert!(
+        crate::inspect::json_haystack(benign.as_bytes()).is_some(),
+        "takes the fast path"
+    );
+}
+
+#[test]
+fn deeply_nested_json_is_refused() {
+    let body = format!("{}1{}", "[".repeat(3000), "]".repeat(3000));
+    let req = CorpusRequest {
+        path: "/api/data".into(),
+        query: None,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Some(body.into_bytes()),
+    };
+    let findings = inspect(&engine(1), &req);
+    assert!(findings.iter().any(|f| f.rule == 920190), "{findings:?}");
+}
+
+#[test]
+fn the_json_fast_path_blocks_exactly_what_the_value_scan_blocks() {
+    let engine = engine(1);
+    let blocked =
+        |req: &CorpusRequest| inspect(&engine, req).iter().map(|f| f.score).sum::<u32>() >= 5;
+    for file in [
+        "attacks.jsonl",
+        "benign.jsonl",
+        "holdout-attacks.jsonl",
+        "holdout-benign.jsonl",
+    ] {
+        for (id, _, req) in load(file) {
+            let fast = blocked(&req);
+            crate::inspect::SLOW_PATH_ONLY.set(true);
+            let slow = blocked(&req);
+            crate::inspect::SLOW_PATH_ONLY.set(false);
+            assert_eq!(fast, slow, "{id}: fast path {fast}, value scan {slow}");
+        }
+    }
+}

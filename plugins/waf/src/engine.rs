@@ -68,6 +68,11 @@ pub struct Finding {
 /// The compiled rules and exclusions.
 pub struct Engine {
     set: RegexSet,
+    /// The built-in patterns in multi-line mode, run once over every value of a request
+    /// joined by line feeds: anything a value matches alone, the joined text matches too, so a
+    /// miss here clears the whole request with one scan. `None` with user rules, whose anchors
+    /// (`\A`, `\z`) would not survive the joining.
+    prefilter: Option<RegexSet>,
     rules: Vec<Rule>,
     exclusions: Vec<Exclusion>,
     /// Built-in non-pattern rules (protocol checks) and their scores.
@@ -81,7 +86,7 @@ impl Engine {
         user: Vec<UserRule>,
         exclusions: Vec<Exclusion>,
     ) -> Result<Self, String> {
-        let mut patterns = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
         let mut rules = Vec::new();
         let builtin = builtin_rules();
         for def in builtin.into_iter().filter(|r| r.paranoia <= paranoia) {
@@ -104,7 +109,26 @@ impl Engine {
                 message: message.to_owned(),
             });
         }
-        for rule in user.into_iter().filter(|r| r.paranoia <= paranoia) {
+        let builder = |patterns: &[String], multi_line: bool| {
+            // ASCII classes and word boundaries: values are lower-cased already, and Unicode
+            // word boundaries would keep the lazy DFA from running on any non-ASCII input.
+            RegexSetBuilder::new(patterns)
+                .unicode(false)
+                .multi_line(multi_line)
+                .size_limit(64 << 20)
+                .dfa_size_limit(16 << 20)
+                .build()
+                .map_err(|e| format!("rules did not compile: {e}"))
+        };
+        let user: Vec<UserRule> = user
+            .into_iter()
+            .filter(|r| r.paranoia <= paranoia)
+            .collect();
+        let prefilter = match user.is_empty() {
+            true => Some(builder(&patterns, true)?),
+            false => None,
+        };
+        for rule in user {
             patterns.push(rule.pattern);
             rules.push(Rule {
                 id: rule.id,
@@ -115,20 +139,30 @@ impl Engine {
                 message: rule.message,
             });
         }
-        // ASCII classes and word boundaries: values are lower-cased already, and Unicode word
-        // boundaries would keep the lazy DFA from running on any non-ASCII input.
-        let set = RegexSetBuilder::new(&patterns)
-            .unicode(false)
-            .size_limit(64 << 20)
-            .dfa_size_limit(16 << 20)
-            .build()
-            .map_err(|e| format!("rules did not compile: {e}"))?;
+        let set = builder(&patterns, false)?;
         Ok(Self {
             set,
+            prefilter,
             rules,
             exclusions,
             paranoia,
         })
+    }
+
+    /// Whether some value among `joined` (views joined by line feeds) may match a rule; `true`
+    /// when that cannot be known from the joined text (user rules).
+    pub fn may_match(&self, joined: &str) -> bool {
+        self.prefilter
+            .as_ref()
+            .is_none_or(|set| set.is_match(joined.as_bytes()))
+    }
+
+    /// Whether a prefilter scan of `haystack` proves that nothing in it matches a rule (only
+    /// possible without user rules).
+    pub fn clears(&self, haystack: &str) -> bool {
+        self.prefilter
+            .as_ref()
+            .is_some_and(|set| !set.is_match(haystack.as_bytes()))
     }
 
     /// Whether `rule` in `category` is excluded for `target_name`.

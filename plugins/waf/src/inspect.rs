@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::engine::{Engine, Finding};
-use crate::normalize::{Anomalies, bad_percent, normalize, raw_pairs};
+use crate::normalize::{Anomalies, Views, bad_percent, normalize, raw_pairs};
 use crate::rules::{CRITICAL, Category, target};
 
 /// Headers never inspected: credentials (opaque tokens), and fields the gateway or the HTTP
@@ -91,6 +91,11 @@ const CHARSETS: &[&str] = &[
     "windows-1252",
 ];
 
+thread_local! {
+    /// Tests compare the fast path with the value-by-value scan it stands in for.
+    pub static SLOW_PATH_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// What the WAF reads from a request (the plugin's request, or a test double).
 pub trait Inspected {
     fn path(&self) -> String;
@@ -127,6 +132,8 @@ pub fn inspect(engine: &Engine, req: &impl Inspected) -> Vec<Finding> {
     let mut scan = Scan {
         engine,
         findings: Vec::new(),
+        pending: Vec::new(),
+        joined: String::new(),
         seen_keys: Default::default(),
     };
     let path = req.path();
@@ -159,12 +166,17 @@ pub fn inspect(engine: &Engine, req: &impl Inspected) -> Vec<Finding> {
     }
     scan.headers(req);
     scan.body(req);
+    scan.run_rules();
     scan.findings
 }
 
 struct Scan<'a> {
     engine: &'a Engine,
     findings: Vec<Finding>,
+    /// Normalised values waiting for the rules: (views, target kind, target name).
+    pending: Vec<(Views, u8, String)>,
+    /// Every view of every pending value, joined by line feeds, for the prefilter.
+    joined: String,
     /// JSON keys already inspected: arrays of objects repeat the same few keys.
     seen_keys: std::collections::HashSet<String>,
 }
@@ -203,8 +215,26 @@ impl Scan<'_> {
         }
         let (views, anomalies) = normalize(raw);
         self.anomalies(anomalies, target_name, multiline);
-        self.engine
-            .inspect(&views, kind, target_name, &mut self.findings);
+        for view in [Some(&views.plain), views.sql.as_ref(), views.shell.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            self.joined.push_str(view);
+            self.joined.push('\n');
+        }
+        self.pending.push((views, kind, target_name.to_owned()));
+    }
+
+    /// Runs the pattern rules: one prefilter scan over everything, then value by value only
+    /// if it found something.
+    fn run_rules(&mut self) {
+        if !self.engine.may_match(&self.joined) {
+            return;
+        }
+        for (views, kind, target_name) in &self.pending {
+            self.engine
+                .inspect(views, *kind, target_name, &mut self.findings);
+        }
     }
 
     fn anomalies(&mut self, a: Anomalies, target_name: &str, multiline: bool) {
@@ -285,6 +315,14 @@ impl Scan<'_> {
             }
         }
         if essence == "application/json" || essence.ends_with("+json") {
+            // Fast path: one prefilter scan over the whole decoded document clears a clean
+            // body without taking it apart value by value.
+            if !SLOW_PATH_ONLY.get()
+                && let Some(haystack) = json_haystack(&body)
+                && self.engine.clears(&haystack)
+            {
+                return;
+            }
             match serde_json::from_slice::<Value>(&body) {
                 Ok(doc) => self.json(&doc, &mut String::new()),
                 Err(_) => {
@@ -336,4 +374,125 @@ impl Scan<'_> {
 
 fn is_dangerous_method(method: &str) -> bool {
     DANGEROUS_METHODS.contains(&method.trim().to_ascii_uppercase().as_str())
+}
+
+/// The text of a JSON document as the rules would see its keys and string values, all at once:
+/// JSON escapes decoded, lower case, with a shell view appended when quoting could hide a
+/// command. Every value's normalised views are substrings of it, so a prefilter miss on it
+/// clears every value. `None` when the document needs value-by-value decoding (percent
+/// escapes, HTML entities, SQL comments, escaped backslashes or control characters) or is
+/// not valid JSON.
+pub fn json_haystack(body: &[u8]) -> Option<String> {
+    // Refuse what needs the value-by-value decoder; jump from candidate to candidate.
+    let mut escapes = false;
+    let mut at = 0;
+    while let Some(found) = body[at..]
+        .iter()
+        .position(|b| matches!(b, b'%' | b'&' | b'/' | b'\\' | 0xc4 | 0xe2))
+    {
+        let i = at + found;
+        let next = body.get(i + 1).copied();
+        let refuse = match body[i] {
+            b'%' => true,
+            b'&' => next.is_some_and(|n| n.is_ascii_alphabetic() || n == b'#'),
+            b'/' => next == Some(b'*'),
+            // Dotted capital I and the Kelvin sign: non-ASCII letters that lower-case to ASCII.
+            0xc4 => next == Some(0xb0),
+            0xe2 => next == Some(0x84) && body.get(i + 2) == Some(&0xaa),
+            _ => {
+                escapes = true;
+                false
+            }
+        };
+        if refuse {
+            return None;
+        }
+        at = i + 1;
+    }
+    let mut out = body.to_vec();
+    out.make_ascii_lowercase();
+    // Valid, and shallow enough for the value-by-value parser (which refuses deep nesting).
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
+    let openings = body.iter().filter(|b| matches!(b, b'[' | b'{')).count();
+    if openings > 100 && nesting_depth(body) > 100 {
+        return None;
+    }
+    // Strings become lines, as values are in the value-by-value scan, so that `^` and `$`
+    // (multi-line in the prefilter) meet a value's ends: structural quotes turn into line
+    // feeds, escaped ones into quotes.
+    if escapes {
+        out = unescape_json(&out)?;
+    } else {
+        for b in out.iter_mut().filter(|b| **b == b'"') {
+            *b = b'\n';
+        }
+    }
+    let mut out = String::from_utf8(out).ok()?;
+    if crate::normalize::hides_shell_words(&out) {
+        let shell = crate::normalize::strip_shell_quoting(&out);
+        out.push('\n');
+        out.push_str(&shell);
+    }
+    Some(out)
+}
+
+/// Decodes the escapes of a valid (lower-cased) JSON text; `None` for escapes the fast path
+/// leaves to the value-by-value decoder (escaped backslashes, control characters, lone
+/// surrogates) and for escapes that spell `%`, `&` or `/*`.
+fn unescape_json(body: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at].replace('"', "\n"));
+        let escape = rest.as_bytes().get(at + 1)?;
+        rest = &rest[at + 2..];
+        match escape {
+            b'n' => out.push('\n'),
+            b't' => out.push(' '),
+            b'\\' => return None,
+            b'r' => {}
+            b'"' => out.push('"'),
+            b'/' => out.push('/'),
+            b'u' => {
+                let code = u32::from_str_radix(rest.get(..4)?, 16).ok()?;
+                let decoded = char::from_u32(code)?;
+                if (decoded.is_control() && decoded != '\n') || matches!(decoded, '%' | '&' | '\\')
+                {
+                    return None;
+                }
+                out.extend(decoded.to_lowercase());
+                rest = &rest[4..];
+            }
+            _ => return None,
+        }
+    }
+    out.push_str(&rest.replace('"', "\n"));
+    (!out.contains("/*")).then(|| out.into_bytes())
+}
+
+/// The deepest nesting of arrays and objects in a JSON text.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }

@@ -188,7 +188,10 @@ impl Plugin for Waf {
                     "user rule ids start at 100000 (lower ids are built-in)",
                 ));
             }
-            if let Err(e) = regex::bytes::RegexBuilder::new(&r.pattern).unicode(false).build() {
+            if let Err(e) = regex::bytes::RegexBuilder::new(&r.pattern)
+                .unicode(false)
+                .build()
+            {
                 return Err(ConfigError::at(at("pattern"), e.to_string()));
             }
             for (j, t) in r.targets.iter().enumerate() {

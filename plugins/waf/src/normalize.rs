@@ -40,23 +40,27 @@ pub struct Anomalies {
 /// Decodes `raw` and derives the views rules run on.
 pub fn normalize(raw: &str) -> (Views, Anomalies) {
     let mut anomalies = Anomalies::default();
-    let mut text = raw.to_owned();
+    let mut text = std::borrow::Cow::Borrowed(raw);
     for _ in 0..MAX_ROUNDS {
         if !text.contains(['%', '&']) {
             break;
         }
-        let decoded = url_decode(&text, &mut anomalies);
-        let decoded = html_decode(&decoded);
-        if decoded == text {
+        let decoded = html_decode(&url_decode(&text, &mut anomalies));
+        if decoded == *text {
             break;
         }
-        text = decoded;
+        text = std::borrow::Cow::Owned(decoded);
     }
     anomalies.unc_path = text.trim_start().starts_with("\\\\");
     let mut plain = String::with_capacity(text.len());
     let mut last_space = false;
     for c in text.chars() {
         match c {
+            'A'..='Z' => {
+                plain.push(c.to_ascii_lowercase());
+                last_space = false;
+            }
+            ' ' | '\t' | '\u{0b}' | '\u{0c}' => push_space(&mut plain, &mut last_space),
             '\0' => anomalies.null_byte = true,
             '\r' => anomalies.line_break = true,
             // Kept: a line break separates shell commands.
@@ -65,14 +69,18 @@ pub fn normalize(raw: &str) -> (Views, Anomalies) {
                 plain.push('\n');
                 last_space = true;
             }
-            c if c.is_whitespace() || c == '\u{0b}' => push_space(&mut plain, &mut last_space),
-            c if c.is_control() => {
-                anomalies.control_chars = true;
-                push_space(&mut plain, &mut last_space);
-            }
             '\\' => {
                 plain.push('/');
                 last_space = false;
+            }
+            c if c.is_ascii() && !c.is_ascii_control() => {
+                plain.push(c);
+                last_space = false;
+            }
+            c if c.is_whitespace() => push_space(&mut plain, &mut last_space),
+            c if c.is_control() => {
+                anomalies.control_chars = true;
+                push_space(&mut plain, &mut last_space);
             }
             c => {
                 plain.extend(c.to_lowercase());
@@ -81,11 +89,49 @@ pub fn normalize(raw: &str) -> (Views, Anomalies) {
         }
     }
     let sql = plain.contains("/*").then(|| strip_sql_comments(&plain));
-    // Quoting only hides a command next to a shell metacharacter.
-    let shell = (text.contains(['\'', '"', '\\', '^', '$'])
-        && text.contains([';', '|', '&', '`', '$', '\n', '/', '(', '{']))
-    .then(|| strip_shell_quoting(&text.to_lowercase()));
+    let shell = hides_shell_words(&text).then(|| strip_shell_quoting(&text.to_lowercase()));
     (Views { plain, sql, shell }, anomalies)
+}
+
+/// Whether quoting could be hiding a command word (`c'a't`, `w\hoami`, `${IFS}`) next to a
+/// shell metacharacter: only then is the shell view worth building.
+///
+/// Looked for token by token (split at spaces): a token with quoting inside a word, or an
+/// empty expansion, with a metacharacter in it or in the token before (`x; c'a't`, `|w\hoami`,
+/// `$(c"a"t)`). "Don't", far from any `;`, is prose.
+pub fn hides_shell_words(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let (mut previous_meta, mut meta, mut quoted) = (false, false, false);
+    for i in 0..=bytes.len() {
+        let c = bytes.get(i).copied().unwrap_or(b' ');
+        match c {
+            b' ' | b'\t' | b'\n' => {
+                if quoted && (meta || previous_meta) {
+                    return true;
+                }
+                // A line feed separates commands like `;` does.
+                (previous_meta, meta, quoted) = (meta || c == b'\n', false, false);
+            }
+            b';' | b'|' | b'&' | b'`' => meta = true,
+            b'$' => {
+                meta = true;
+                let next = bytes.get(i + 1..).unwrap_or_default();
+                quoted |=
+                    next.starts_with(b"@") || next.starts_with(b"{") || next.starts_with(b"()");
+            }
+            b'\'' | b'"' | b'\\' | b'^' => {
+                let before = i > 0 && bytes[i - 1].is_ascii_alphanumeric();
+                let after = bytes
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_alphanumeric() || *n == c);
+                quoted |= before && after;
+                // cmd.exe's caret needs no separator: `c^m^d /c` is the command itself.
+                meta |= c == b'^' && before && after;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 fn push_space(out: &mut String, last_space: &mut bool) {
@@ -280,18 +326,35 @@ fn strip_sql_comments(text: &str) -> String {
 
 /// Removes what a shell would remove before running a word: quotes, backslash escapes, `^`
 /// (cmd.exe), empty expansions like `$@`, and reads `${IFS}` as a space.
-fn strip_shell_quoting(text: &str) -> String {
-    let text = text
-        .replace("${ifs}", " ")
-        .replace("$ifs", " ")
-        .replace("$@", "")
-        .replace("$*", "")
-        .replace("$()", "")
-        .replace("${}", "")
-        .replace("``", "");
-    text.chars()
-        .filter(|c| !matches!(c, '\'' | '"' | '\\' | '^'))
-        .collect()
+pub fn strip_shell_quoting(text: &str) -> String {
+    // (what the shell sees, what it becomes), longest first.
+    const EXPANSIONS: &[(&str, &str)] = &[
+        ("${ifs}", " "),
+        ("$ifs", " "),
+        ("$@", ""),
+        ("$*", ""),
+        ("$()", ""),
+        ("${}", ""),
+        ("``", ""),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'outer: while let Some(c) = rest.chars().next() {
+        if matches!(c, '$' | '`') {
+            for (from, to) in EXPANSIONS {
+                if let Some(after) = rest.strip_prefix(from) {
+                    out.push_str(to);
+                    rest = after;
+                    continue 'outer;
+                }
+            }
+        }
+        if !matches!(c, '\'' | '"' | '\\' | '^') {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 #[cfg(test)]
