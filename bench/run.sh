@@ -234,7 +234,7 @@ for i in "${!targets[@]}"; do
   rps=$(awk -v i="$i" '$1 == i { print $2 }' "$work/results" | median)
   p50=$(awk -v i="$i" '$1 == i { print $3 }' "$work/results" | median)
   p99=$(awk -v i="$i" '$1 == i { print $4 }' "$work/results" | median)
-  ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { printf "%.2fx", a / b }')
+  ratio=$(awk -v a="$rps" -v b="${nginx_rps:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
   printf '| %-34s | %10s | %8s | %8s | %13s |\n' "${targets[$i]%%|*}" "$rps" "$p50" "$p99" "$ratio"
 done
 echo "(nginx proxy_pass p99: $nginx_p99 ms)"

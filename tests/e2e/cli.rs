@@ -51,7 +51,7 @@ fn check_accepts_the_quickstart_config() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (code, stdout, stderr) = run_cli(&["check", "examples/quickstart.toml"], &root);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, "examples/quickstart.toml: ok (3 routes)\n");
+    assert_eq!(stdout, "examples/quickstart.toml: ok (4 routes)\n");
 }
 
 #[test]
