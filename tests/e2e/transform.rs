@@ -386,3 +386,32 @@ fn tokio_stream_from(
 ) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_a_body_a_plugin_reads_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo().await;
+    let config = transform_gateway_config(
+        up.addr,
+        r#"{ request = { json = [{ op = "remove", pointer = "/x" }] } }"#,
+    )
+    .replace(
+        MAIN_LISTENER,
+        &format!("[server]\nbody_timeout = \"300ms\"\n{MAIN_LISTENER}"),
+    );
+    let gw = Gateway::start(&config).await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    conn.write_all(
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"x\":",
+    )
+    .await
+    .unwrap();
+    let mut response = vec![0; 256];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut response))
+        .await
+        .expect("answered before the client finished")
+        .unwrap();
+    let head = String::from_utf8_lossy(&response[..read]);
+    assert!(head.starts_with("HTTP/1.1 408 Request Timeout"), "{head}");
+    assert_eq!(up.hits(), 0);
+}
