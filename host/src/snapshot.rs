@@ -71,11 +71,12 @@ impl Route {
         self.chain.iter().any(|p| p.wants_response())
     }
 
-    /// The largest request body a plugin on the route reads, capped at `max_body`; `None` when
-    /// none reads it.
+    /// The request body limit on the route: the smallest a plugin that reads it declared (each
+    /// plugin sees bodies up to its own limit, never beyond), capped at `max_body`; `None` when
+    /// no plugin reads request bodies.
     pub fn request_body_limit(&self, max_body: u64) -> Option<u64> {
         let limits = self.chain.iter().filter_map(|p| p.bodies().request);
-        limits.max().map(|limit| limit.min(max_body))
+        limits.min().map(|limit| limit.min(max_body))
     }
 
     /// Whether a plugin on the route reads response bodies.

@@ -117,9 +117,10 @@ pub trait Plugin: Sized + 'static {
 
 /// The bodies a plugin reads, with a size limit each (see [`Plugin::bodies`]).
 ///
-/// Request bodies over the largest limit on the route are refused with 413; response bodies
-/// over the limit stream through unchanged and the response hook sees no body. `gzip` and
-/// `deflate` bodies arrive decoded; bodies in other codings are not shown.
+/// The route's limit is the smallest its plugins declared: request bodies over it are refused
+/// with 413; response bodies over it stream through unchanged and the response hook sees no
+/// body. `gzip` and `deflate` bodies arrive decoded; requests in other codings are refused with
+/// 415. Only a plugin that declared a body sees it (`body()`) or may replace it (`set_body`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bodies {
     /// Read request bodies up to this many bytes.
@@ -208,6 +209,30 @@ impl Reply {
     /// Sets an `application/json` body.
     pub fn json(self, body: &serde_json::Value) -> Self {
         self.header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+    }
+
+    /// A problem document (RFC 9457, `application/problem+json`) with this status, title and
+    /// detail.
+    pub fn problem(status: u16, title: &str, detail: &str) -> Self {
+        Self::problem_with(status, title, detail, serde_json::Map::new())
+    }
+
+    /// A problem document with extension members, e.g. `errors` listing what failed.
+    pub fn problem_with(
+        status: u16,
+        title: &str,
+        detail: &str,
+        extensions: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let mut body = serde_json::json!({
+            "type": "about:blank", "title": title, "status": status, "detail": detail,
+        });
+        if let Some(members) = body.as_object_mut() {
+            members.extend(extensions);
+        }
+        Self::new(status)
+            .header("content-type", "application/problem+json")
             .body(body.to_string().into_bytes())
     }
 }

@@ -83,29 +83,21 @@ impl Upstream {
     where
         F: Fn(&http::request::Parts, &[u8]) -> (u16, String) + Send + Sync + 'static,
     {
-        let handler = Arc::new(handler);
-        Self::serve(move |_| {
-            Arc::new(move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                Box::pin(async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body.collect().await?.to_bytes();
-                    let (status, text) = handler(&parts, &body);
-                    let mut resp = Response::new(Full::new(Bytes::from(text)));
-                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    resp.headers_mut()
-                        .insert("content-type", "application/json".parse().unwrap());
-                    Ok(resp)
-                })
-            })
+        Self::raw(move |parts, body| {
+            let (status, text) = handler(parts, body);
+            let mut resp = Response::new(Bytes::from(text));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            resp
         })
         .await
     }
 
-    /// An upstream whose handler builds the whole response from the request head.
+    /// An upstream whose handler builds the whole response from the request.
     pub async fn raw<F>(handler: F) -> Self
     where
-        F: Fn(&http::request::Parts) -> Response<Bytes> + Send + Sync + 'static,
+        F: Fn(&http::request::Parts, &[u8]) -> Response<Bytes> + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
         Self::serve(move |_| {
@@ -113,8 +105,8 @@ impl Upstream {
                 let handler = handler.clone();
                 Box::pin(async move {
                     let (parts, body) = req.into_parts();
-                    body.collect().await?;
-                    Ok(handler(&parts).map(Full::new))
+                    let body = body.collect().await?.to_bytes();
+                    Ok(handler(&parts, &body).map(Full::new))
                 })
             })
         })

@@ -57,8 +57,8 @@ pub struct ServerSection {
     /// Time a client has to send a complete request head.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// Time a client has to send a request body that a plugin reads (bodies that stream to
-    /// the upstream are bounded by the upstream's timeout instead).
+    /// Time a client has to send a whole request body that a plugin reads (bodies that stream
+    /// to the upstream are bounded by the upstream's timeout instead).
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.

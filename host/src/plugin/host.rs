@@ -302,11 +302,24 @@ impl types::HostRequest for PluginState {
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
+        // Only for a plugin that asked for request bodies: the others never see one.
+        if self.body_limits.request.is_none() {
+            return Ok(None);
+        }
         Ok(self.exchange()?.request_body.as_deref().map(<[u8]>::to_vec))
     }
 
     fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
-        self.exchange()?.request_body = Some(body.into());
+        if self.body_limits.request.is_none() {
+            return Err(undeclared("request"));
+        }
+        let exchange = self.exchange()?;
+        // The new body is what the plugin wrote, not in the client's coding.
+        exchange
+            .request
+            .headers
+            .remove(http::header::CONTENT_ENCODING);
+        exchange.request_body = Some(body.into());
         Ok(())
     }
 
@@ -404,6 +417,9 @@ impl types::HostResponse for PluginState {
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
         self.response_head()?;
+        if self.body_limits.response.is_none() {
+            return Ok(None);
+        }
         Ok(self
             .exchange()?
             .response_body
@@ -412,7 +428,12 @@ impl types::HostResponse for PluginState {
     }
 
     fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> wasmtime::Result<()> {
-        self.response_head()?;
+        if self.body_limits.response.is_none() {
+            return Err(undeclared("response"));
+        }
+        self.response_head()?
+            .headers
+            .remove(http::header::CONTENT_ENCODING);
         self.exchange()?.response_body = Some(body.into());
         Ok(())
     }
@@ -485,6 +506,14 @@ impl log::Host for PluginState {
         }
         Ok(())
     }
+}
+
+/// The trap for replacing a body the plugin never declared: a plugin bug, so the instance is
+/// discarded and the request fails (or skips the plugin) like any other fault.
+fn undeclared(message: &str) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "set-body on the {message} without declaring {message} bodies in configure (body-access.buffer)"
+    )
 }
 
 impl body_access::Host for PluginState {

@@ -1,8 +1,9 @@
 //! Buffering bodies for the plugins that asked for them (`body-access` in the contract).
 //!
 //! Everything else streams. A buffered body is decoded when it is `gzip` or `deflate` (plugins
-//! see, and the peer receives, the decoded bytes); other codings are left alone and not shown
-//! to plugins. Limits apply to the decoded size as well, so a small compressed body cannot
+//! see, and the peer receives, the decoded bytes). A request in another coding is refused
+//! with 415; a response in another coding (or an event stream) streams on, not shown to
+//! plugins. Limits apply to the decoded size as well, so a small compressed body cannot
 //! expand past them.
 
 use std::io::Read;
@@ -29,8 +30,8 @@ pub enum Buffered {
 
 /// Reads a client's request body for the plugins, up to `limit` bytes (after decoding).
 ///
-/// Over the limit is 413; a client that stops sending for `timeout` gets 408; a body that
-/// cannot be read or decoded is 400. On success a decoded body's `content-encoding` is removed
+/// Over the limit is 413; a body not complete within `timeout` gets 408; a body in a coding
+/// the gateway cannot decode is 415; one that cannot be read or decoded is 400. On success a decoded body's `content-encoding` is removed
 /// from `headers`.
 pub async fn request<B>(
     headers: &mut HeaderMap,
@@ -53,7 +54,9 @@ where
     };
     match Coding::of(headers) {
         Coding::Identity => Ok(Buffered::Shown(raw)),
-        Coding::Other => Ok(Buffered::Opaque(raw)),
+        // A plugin that reads bodies cannot judge one it cannot read: refuse it rather than
+        // let a made-up coding smuggle a body past it.
+        Coding::Other => Err(GatewayError::UnsupportedEncoding),
         coding => match decode(coding, &raw, limit) {
             Decoded::Bytes(bytes) => {
                 headers.remove(header::CONTENT_ENCODING);
@@ -76,7 +79,12 @@ pub async fn response(
 ) -> Result<Buffered, GatewayError> {
     let coding = Coding::of(headers);
     let too_long = super::declared_length(headers).is_some_and(|len| len > limit);
-    if coding == Coding::Other || too_long {
+    // Event streams never end: holding them back for a plugin would hold them forever.
+    let event_stream = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+    if coding == Coding::Other || too_long || event_stream {
         return Ok(Buffered::Streaming(incoming));
     }
     let raw = match collect(incoming, limit).await {
@@ -170,19 +178,19 @@ fn decode(coding: Coding, raw: &[u8], limit: u64) -> Decoded {
     // One byte more than the limit tells "exactly at the limit" from "over it".
     let result = match coding {
         Coding::Gzip => flate2::read::MultiGzDecoder::new(raw)
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut out),
         // HTTP's `deflate` is zlib-wrapped; some servers send raw deflate anyway.
         Coding::Deflate => {
             match flate2::read::ZlibDecoder::new(raw)
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut out)
             {
                 Ok(n) => Ok(n),
                 Err(_) => {
                     out.clear();
                     flate2::read::DeflateDecoder::new(raw)
-                        .take(limit + 1)
+                        .take(limit.saturating_add(1))
                         .read_to_end(&mut out)
                 }
             }

@@ -21,6 +21,8 @@ pub enum GatewayError {
     BadRequestBody,
     /// The client stopped sending a body a plugin needs.
     BodyTimeout,
+    /// A plugin reads request bodies and this one is in a coding the gateway cannot decode.
+    UnsupportedEncoding,
     /// The upstream refused or reset the connection, or sent an invalid response.
     UpstreamUnreachable,
     /// The upstream did not answer in time.
@@ -39,6 +41,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -53,6 +56,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "request body exceeds the gateway's limit",
             GatewayError::BadRequestBody => "request body could not be read or decoded",
             GatewayError::BodyTimeout => "request body not received in time",
+            GatewayError::UnsupportedEncoding => {
+                "request content-encoding not supported here (use gzip, deflate or none)"
+            }
             GatewayError::UpstreamUnreachable => "upstream unreachable",
             GatewayError::UpstreamTimeout => "upstream timed out",
             GatewayError::UpstreamOverloaded => "upstream overloaded, retry shortly",

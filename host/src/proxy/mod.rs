@@ -221,23 +221,34 @@ async fn run_route<'r>(
     // Response phase, in reverse order over the plugins whose request phase ran.
     if keep_request {
         let (mut head, mut body) = response.into_parts();
+        // Like requests: the smallest limit among the plugins that read it, and never more
+        // than the gateway's body limit.
         let limit = route.chain[..ran]
             .iter()
             .enumerate()
             .filter(|(i, pool)| pool.wants_response() && !skipped.contains(i))
             .filter_map(|(_, pool)| pool.bodies().response)
-            .max();
+            .min()
+            .map(|limit| limit.min(max_body));
+        let deadline = route
+            .upstream
+            .as_ref()
+            .map_or(snapshot.server.body_timeout, |u| u.request_timeout());
         if let Some(limit) = limit
             && may_have_body(&exchange.request.method, head.status)
         {
-            (head, body) = match buffer::response(&mut head.headers, body, limit).await {
-                Ok(Buffered::Shown(bytes)) => {
-                    exchange.response_body = Some(bytes);
-                    (head, body::empty())
-                }
-                Ok(Buffered::Opaque(bytes)) => (head, body::full(bytes)),
-                Ok(Buffered::Streaming(rest)) => (head, rest),
-                Err(error) => error.response().into_parts(),
+            let read = buffer::response(&mut head.headers, body, limit);
+            (head, body) = match tokio::time::timeout(deadline, read).await {
+                Err(_elapsed) => GatewayError::UpstreamTimeout.response().into_parts(),
+                Ok(read) => match read {
+                    Ok(Buffered::Shown(bytes)) => {
+                        exchange.response_body = Some(bytes);
+                        (head, body::empty())
+                    }
+                    Ok(Buffered::Opaque(bytes)) => (head, body::full(bytes)),
+                    Ok(Buffered::Streaming(rest)) => (head, rest),
+                    Err(error) => error.response().into_parts(),
+                },
             };
         }
         exchange.response = Some(head);
@@ -264,8 +275,13 @@ async fn run_route<'r>(
             .take()
             .unwrap_or_else(|| GatewayError::PluginFailed.response().into_parts().0);
         if let Some(bytes) = exchange.response_body.take() {
-            buffer::set_length(&mut head.headers, bytes.len());
-            body = body::full(bytes);
+            // A plugin may have mapped the status to one without a body (204, 304).
+            if may_have_body(&exchange.request.method, head.status) {
+                buffer::set_length(&mut head.headers, bytes.len());
+                body = body::full(bytes);
+            } else {
+                body = body::empty();
+            }
         }
         response = Response::from_parts(head, body);
     }
@@ -283,7 +299,7 @@ enum ClientBody {
 }
 
 impl ClientBody {
-    /// Reads the body for the plugins, once, up to the route's largest declared limit.
+    /// Reads the body for the plugins, once, up to the route's limit (the smallest declared).
     async fn read(
         &mut self,
         exchange: &mut Exchange,
@@ -318,6 +334,7 @@ impl ClientBody {
                 incoming,
                 usize::try_from(max_body).unwrap_or(usize::MAX),
             ))),
+            // Read, and no plugin left a body: the client sent none that decoded to anything.
             ClientBody::Read => Outgoing::Complete(Bytes::new()),
             ClientBody::Opaque(bytes) => Outgoing::Complete(bytes),
         }

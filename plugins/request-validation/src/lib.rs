@@ -130,7 +130,7 @@ impl Plugin for Validation {
                         req.method(),
                         allowed.join(", ")
                     );
-                    let reply = problem(405, "Method Not Allowed", &detail, None)
+                    let reply = Reply::problem(405, "Method Not Allowed", &detail)
                         .header("allow", allowed.join(", "));
                     return Action::respond(reply);
                 }
@@ -140,7 +140,7 @@ impl Plugin for Validation {
                         req.method(),
                         req.path()
                     );
-                    return Action::respond(problem(404, "Not Found", &detail, None));
+                    return Action::respond(Reply::problem(404, "Not Found", &detail));
                 }
                 _ => {}
             },
@@ -163,7 +163,12 @@ impl Plugin for Validation {
             1 => "1 problem in the request".to_owned(),
             n => format!("{n} problems in the request"),
         };
-        Action::respond(problem(400, "Bad Request", &detail, Some(errors)))
+        Action::respond(Reply::problem_with(
+            400,
+            "Bad Request",
+            &detail,
+            serde_json::Map::from_iter([("errors".to_owned(), Value::Array(errors))]),
+        ))
     }
 }
 
@@ -258,19 +263,23 @@ fn check_parameter(param: &Parameter, values: Vec<String>, failures: &mut Vec<Fa
         }
         return;
     }
-    let value = match param.array {
+    // A repeated scalar parameter: every copy must be valid (upstreams differ on which one
+    // they read).
+    let instances: Vec<Value> = match param.array {
         Some(item) => {
             let items: Vec<String> = match values.as_slice() {
                 [one] => one.split(',').map(str::to_owned).collect(),
                 _ => values,
             };
-            Value::Array(items.iter().map(|v| typed(v, item)).collect())
+            vec![Value::Array(items.iter().map(|v| typed(v, item)).collect())]
         }
-        None => typed(&values[0], param.scalar),
+        None => values.iter().map(|v| typed(v, param.scalar)).collect(),
     };
     if let Some(validator) = &param.validator {
-        for error in validator.iter_errors(&value) {
-            failures.push(fail(error.to_string()));
+        for value in &instances {
+            for error in validator.iter_errors(value) {
+                failures.push(fail(error.to_string()));
+            }
         }
     }
 }
@@ -327,7 +336,7 @@ fn check_body(
             },
             accepted.join(", ")
         );
-        return Err(problem(415, "Unsupported Media Type", &detail, None));
+        return Err(Reply::problem(415, "Unsupported Media Type", &detail));
     };
     let Some(validator) = validator else {
         return Ok(());
@@ -364,16 +373,4 @@ fn media_matches(key: &str, actual: &str) -> bool {
         || key
             .strip_suffix("/*")
             .is_some_and(|major| actual.split('/').next() == Some(major))
-}
-
-/// A problem document (RFC 9457), with the failing locations as an extension member.
-fn problem(status: u16, title: &str, detail: &str, errors: Option<Vec<Value>>) -> Reply {
-    let mut body =
-        json!({ "type": "about:blank", "title": title, "status": status, "detail": detail });
-    if let Some(errors) = errors {
-        body["errors"] = Value::Array(errors);
-    }
-    Reply::new(status)
-        .header("content-type", "application/problem+json")
-        .body(body.to_string().into_bytes())
 }

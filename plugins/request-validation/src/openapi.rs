@@ -62,9 +62,20 @@ pub struct Operation {
     pub body: Option<Body>,
 }
 
-/// A path template split into segments; `None` is a `{parameter}`.
+/// One segment of a path template.
+#[derive(Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// A parameter, possibly with literal text around it (`{name}.json`).
+    Param {
+        prefix: String,
+        suffix: String,
+    },
+}
+
+/// A path template split into segments.
 struct PathTemplate {
-    segments: Vec<Option<String>>,
+    segments: Vec<Segment>,
     names: Vec<String>,
     /// By method, upper case.
     operations: BTreeMap<String, Operation>,
@@ -130,19 +141,27 @@ impl Document {
                 };
                 let at = format!("paths.{template}.{method}");
                 let operation = compiler
-                    .operation(item, op, &format!("/paths/{}/{method}", escape(template)))
+                    .operation(item, op)
                     .map_err(|e| format!("{at}: {e}"))?;
                 operations.insert(method.to_ascii_uppercase(), operation);
             }
-            let (segments, names) = split_template(template);
+            let (segments, names) =
+                split_template(template).map_err(|e| format!("paths.{template}: {e}"))?;
             paths.push(PathTemplate {
                 segments,
                 names,
                 operations,
             });
         }
-        // Concrete segments win over templated ones (`/users/me` before `/users/{id}`).
-        paths.sort_by_key(|p| std::cmp::Reverse(p.segments.iter().filter(|s| s.is_some()).count()));
+        // Concrete segments win over templated ones (`/users/me` before `/users/{id}`, and
+        // `/files/{name}.json` before `/files/{name}`).
+        paths.sort_by_key(|p| {
+            let literal = p.segments.iter().filter(|s| matches!(s, Segment::Literal(_)));
+            let framed = p.segments.iter().filter(
+                |s| matches!(s, Segment::Param { prefix, suffix } if !(prefix.is_empty() && suffix.is_empty())),
+            );
+            std::cmp::Reverse((literal.count(), framed.count()))
+        });
         Ok(Self { base_path, paths })
     }
 
@@ -186,10 +205,17 @@ impl PathTemplate {
         let mut values = Vec::new();
         for (segment, part) in self.segments.iter().zip(parts) {
             match segment {
-                Some(literal) if literal == part => {}
-                Some(_) => return None,
-                None if part.is_empty() => return None,
-                None => values.push(percent_decode(part)),
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param { prefix, suffix } => {
+                    let value = part
+                        .strip_prefix(prefix.as_str())?
+                        .strip_suffix(suffix.as_str())?;
+                    if value.is_empty() {
+                        return None;
+                    }
+                    values.push(percent_decode(value));
+                }
             }
         }
         Some(values)
@@ -229,7 +255,7 @@ impl Compiler<'_> {
             .map_err(|e| format!("schema at {pointer}: {e}"))
     }
 
-    fn operation(&self, item: &Value, op: &Value, pointer: &str) -> Result<Operation, String> {
+    fn operation(&self, item: &Value, op: &Value) -> Result<Operation, String> {
         let mut parameters: Vec<Parameter> = Vec::new();
         let lists = [
             (item.get("parameters"), "/parameters"),
@@ -250,7 +276,9 @@ impl Compiler<'_> {
             None => None,
             Some(raw) => {
                 let body = self.deref(raw);
-                let body_pointer = body_pointer(raw, pointer);
+                // Where the body really sits (behind `$ref`s, or in a referenced path item).
+                let body_pointer =
+                    find_pointer(self.doc, body).ok_or("request body outside the document")?;
                 let mut media = Vec::new();
                 if let Some(content) = body["content"].as_object() {
                     for (media_type, entry) in content {
@@ -287,13 +315,25 @@ impl Compiler<'_> {
             other => return Err(format!("parameter `{name}`: unknown `in: {other:?}`")),
         };
         let schema = self.deref(&param["schema"]);
-        let ty = |s: &Value| match self.deref(s)["type"].as_str() {
+        // `type` may be a list (`[integer, "null"]`, OpenAPI 3.1 and rewritten 3.0 `nullable`).
+        let type_of = |s: &Value| -> Option<String> {
+            match &self.deref(s)["type"] {
+                Value::String(t) => Some(t.clone()),
+                Value::Array(types) => types
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|t| *t != "null")
+                    .map(str::to_owned),
+                _ => None,
+            }
+        };
+        let ty = |s: &Value| match type_of(s).as_deref() {
             Some("integer") => Scalar::Integer,
             Some("number") => Scalar::Number,
             Some("boolean") => Scalar::Boolean,
             _ => Scalar::String,
         };
-        let array = (schema["type"] == "array").then(|| ty(&schema["items"]));
+        let array = (type_of(schema).as_deref() == Some("array")).then(|| ty(&schema["items"]));
         let validator = match param.get("schema") {
             Some(_) => {
                 // Compile the parameter's schema on its own, with the document for `$ref`s.
@@ -317,18 +357,6 @@ impl Compiler<'_> {
             },
             validator,
         })
-    }
-}
-
-/// The pointer of a request body: its `$ref` target, or where it sits in the operation.
-fn body_pointer(raw: &Value, operation_pointer: &str) -> String {
-    match raw
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-    {
-        Some(pointer) => pointer.to_owned(),
-        None => format!("{operation_pointer}/requestBody"),
     }
 }
 
@@ -431,22 +459,28 @@ fn server_path(url: &str) -> String {
     }
 }
 
-fn split_template(template: &str) -> (Vec<Option<String>>, Vec<String>) {
+/// Splits `/files/{name}.json` into segments and parameter names. A segment holds at most one
+/// parameter (`{a}-{b}` is refused: where one value ends would be a guess).
+fn split_template(template: &str) -> Result<(Vec<Segment>, Vec<String>), String> {
     let mut names = Vec::new();
-    let segments = template
-        .trim_start_matches('/')
-        .split('/')
-        .map(
-            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => {
-                    names.push(name.to_owned());
-                    None
-                }
-                None => Some(s.to_owned()),
-            },
-        )
-        .collect();
-    (segments, names)
+    let mut segments = Vec::new();
+    for s in template.trim_start_matches('/').split('/') {
+        let (Some(open), Some(close)) = (s.find('{'), s.find('}')) else {
+            segments.push(Segment::Literal(s.to_owned()));
+            continue;
+        };
+        if close < open || s[close + 1..].contains('{') {
+            return Err(format!(
+                "path segment `{s}` holds more than one parameter, which cannot be matched unambiguously"
+            ));
+        }
+        names.push(s[open + 1..close].to_owned());
+        segments.push(Segment::Param {
+            prefix: s[..open].to_owned(),
+            suffix: s[close + 1..].to_owned(),
+        });
+    }
+    Ok((segments, names))
 }
 
 pub fn percent_decode(text: &str) -> String {
@@ -523,6 +557,28 @@ components:
         let validator = body.media[0].1.as_ref().unwrap();
         assert!(validator.is_valid(&json!({ "name": "Rex", "tag": null })));
         assert!(!validator.is_valid(&json!({ "tag": "x" })));
+    }
+
+    #[test]
+    fn a_parameter_may_share_its_segment_with_text() {
+        let spec = r#"{"openapi": "3.1.0", "paths": {
+            "/files/{name}.json": {"get": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]}},
+            "/files/{name}": {"get": {}}}}"#;
+        let doc = Document::parse(spec, None).unwrap();
+        match doc.lookup("GET", "/files/report.json") {
+            Lookup::Found { path_params, .. } => {
+                assert_eq!(path_params, vec![("name", "report".to_owned())])
+            }
+            _ => panic!("not found"),
+        }
+        assert!(matches!(
+            doc.lookup("GET", "/files/report.csv"),
+            Lookup::Found { .. }
+        ));
+        let err = Document::parse(r#"{"openapi": "3.1.0", "paths": {"/r/{a}-{b}": {}}}"#, None)
+            .err()
+            .unwrap();
+        assert!(err.contains("more than one parameter"), "{err}");
     }
 
     #[test]

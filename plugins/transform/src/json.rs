@@ -52,36 +52,40 @@ pub enum Edit {
     Rename { from: Pointer, to: Pointer },
 }
 
-/// Applies `edit` to `doc` with `value` (for `set` and `add`). Edits whose path does not fit
-/// the document (a member of a string, an index past the end) leave it unchanged.
-pub fn apply(doc: &mut Value, edit: &Edit, value: Option<Value>) {
-    match edit {
-        Edit::Set(at) => {
-            if let Some(value) = value {
-                write(doc, &at.0, value, true);
-            }
-        }
-        Edit::Add(at) => {
-            if let Some(value) = value {
-                write(doc, &at.0, value, false);
-            }
-        }
-        Edit::Remove(at) => {
-            take(doc, &at.0);
-        }
-        Edit::Rename { from, to } => {
-            if let Some(value) = take(doc, &from.0) {
-                write(doc, &to.0, value, true);
+/// Applies `edit` to `doc` with `value` (for `set` and `add`); whether it changed anything.
+/// Edits whose path does not fit the document (a member of a string, an index past the end)
+/// leave it unchanged.
+pub fn apply(doc: &mut Value, edit: &Edit, value: Option<Value>) -> bool {
+    match (edit, value) {
+        (Edit::Set(at), Some(value)) => write(doc, &at.0, value, true).is_ok(),
+        (Edit::Add(at), Some(value)) => write(doc, &at.0, value, false).is_ok(),
+        (Edit::Set(_) | Edit::Add(_), None) => false,
+        (Edit::Remove(at), _) => take(doc, &at.0).is_some(),
+        (Edit::Rename { from, to }, _) => {
+            let Some(value) = take(doc, &from.0) else {
+                return false;
+            };
+            match write(doc, &to.0, value, true) {
+                Ok(()) => true,
+                Err(value) => {
+                    // The target does not fit: put the value back where it was.
+                    let _ = write(doc, &from.0, value, false);
+                    false
+                }
             }
         }
     }
 }
 
-/// Writes `value` at `path`, creating missing parent objects.
-fn write(doc: &mut Value, path: &[String], value: Value, overwrite: bool) {
+/// Writes `value` at `path`, creating missing parent objects; gives the value back when the
+/// path does not fit the document (or, without `overwrite`, something is there already).
+fn write(doc: &mut Value, path: &[String], value: Value, overwrite: bool) -> Result<(), Value> {
     let Some((last, parents)) = path.split_last() else {
-        return;
+        return Err(value);
     };
+    if !fits(doc, parents) {
+        return Err(value);
+    }
     let mut node = doc;
     for token in parents {
         node = match node {
@@ -90,9 +94,9 @@ fn write(doc: &mut Value, path: &[String], value: Value, overwrite: bool) {
                 .or_insert_with(|| Value::Object(Default::default())),
             Value::Array(items) => match index(token, items.len()) {
                 Some(i) if i < items.len() => &mut items[i],
-                _ => return,
+                _ => return Err(value),
             },
-            _ => return,
+            _ => return Err(value),
         };
     }
     match node {
@@ -103,10 +107,31 @@ fn write(doc: &mut Value, path: &[String], value: Value, overwrite: bool) {
             Some(i) if i == items.len() => items.push(value),
             Some(i) if !overwrite => items.insert(i, value),
             Some(i) if i < items.len() => items[i] = value,
-            _ => {}
+            _ => return Err(value),
         },
-        _ => {}
+        _ => return Err(value),
     }
+    Ok(())
+}
+
+/// Whether every parent on `path` is an object (or missing, to be created as one) or an array
+/// with that index: checked first so that a failing write creates nothing.
+fn fits(doc: &Value, parents: &[String]) -> bool {
+    let mut node = doc;
+    for token in parents {
+        node = match node {
+            Value::Object(map) => match map.get(token) {
+                Some(child) => child,
+                None => return true,
+            },
+            Value::Array(items) => match index(token, items.len()).and_then(|i| items.get(i)) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    matches!(node, Value::Object(_) | Value::Array(_))
 }
 
 /// Removes and returns the value at `path`.
@@ -188,6 +213,23 @@ mod tests {
         };
         apply(&mut doc, &missing, None);
         assert_eq!(doc, json!({"user": {"full_name": "O'Brien"}, "list": [2]}));
+    }
+
+    #[test]
+    fn a_rename_whose_target_does_not_fit_keeps_the_value() {
+        let mut doc = json!({"name": "Ada", "tags": "x"});
+        let rename = Edit::Rename {
+            from: p("/name"),
+            to: p("/tags/first"),
+        };
+        assert!(!apply(&mut doc, &rename, None));
+        assert_eq!(doc, json!({"name": "Ada", "tags": "x"}));
+        assert!(!apply(&mut doc, &Edit::Set(p("/tags/a/b")), Some(json!(1))));
+        assert_eq!(
+            doc,
+            json!({"name": "Ada", "tags": "x"}),
+            "nothing half-created"
+        );
     }
 
     #[test]

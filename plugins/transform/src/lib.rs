@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use wasmgate_plugin_sdk::header_edits::{HeaderEdits, HeaderEditsConfig};
 use wasmgate_plugin_sdk::{
     Action, Bodies, ConfigError, Context, Hooks, Plugin, Reply, Request, Response, plugin,
@@ -371,21 +371,25 @@ impl Plugin for Transform {
                 Ok(doc) => doc,
                 Err(e) => {
                     let detail = format!("the request body is not valid JSON: {e}");
-                    return Action::respond(problem(400, "Bad Request", &detail));
+                    return Action::respond(Reply::problem(400, "Bad Request", &detail));
                 }
             };
+            let mut changed = false;
             for edit in &self.request_json {
                 let value = edit.source.as_ref().and_then(|s| s.resolve(req, None, ctx));
-                json::apply(&mut doc, &edit.edit, value);
+                changed |= json::apply(&mut doc, &edit.edit, value);
             }
-            req.set_body(&serde_json::to_vec(&doc).unwrap_or(body));
+            // Untouched bodies go on byte for byte.
+            if changed {
+                req.set_body(&serde_json::to_vec(&doc).unwrap_or(body));
+            }
         }
         let path = req.path();
         if let Some(new) = self.path.iter().find_map(|rule| rule.rewrite(&path))
             && req.set_path(&new).is_err()
         {
             let detail = format!("the path rewrite produced an invalid path `{new}`");
-            return Action::respond(problem(500, "Internal Server Error", &detail));
+            return Action::respond(Reply::problem(500, "Internal Server Error", &detail));
         }
         if !self.query.is_empty() {
             let query = self.query.apply(req.query().as_deref());
@@ -413,7 +417,7 @@ impl Plugin for Transform {
             Err(e) => {
                 if self.on_invalid_json == InvalidJson::Error {
                     let detail = format!("the upstream's response body is not valid JSON: {e}");
-                    let reply = problem(502, "Bad Gateway", &detail);
+                    let reply = Reply::problem(502, "Bad Gateway", &detail);
                     let _ = resp.set_status(502);
                     let _ = resp.set_header("content-type", "application/problem+json");
                     resp.set_body(&reply.body);
@@ -421,14 +425,17 @@ impl Plugin for Transform {
                 return;
             }
         };
+        let mut changed = false;
         for edit in &self.response_json {
             let value = edit
                 .source
                 .as_ref()
                 .and_then(|s| s.resolve(req, Some(resp), ctx));
-            json::apply(&mut doc, &edit.edit, value);
+            changed |= json::apply(&mut doc, &edit.edit, value);
         }
-        resp.set_body(&serde_json::to_vec(&doc).unwrap_or(body));
+        if changed {
+            resp.set_body(&serde_json::to_vec(&doc).unwrap_or(body));
+        }
     }
 }
 
@@ -476,12 +483,4 @@ fn is_json(content_type: Option<String>) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence == "application/json" || (essence.contains('/') && essence.ends_with("+json"))
-}
-
-/// A problem document (RFC 9457).
-fn problem(status: u16, title: &str, detail: &str) -> Reply {
-    let body = json!({ "type": "about:blank", "title": title, "status": status, "detail": detail });
-    Reply::new(status)
-        .header("content-type", "application/problem+json")
-        .body(body.to_string().into_bytes())
 }

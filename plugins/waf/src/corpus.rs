@@ -180,6 +180,15 @@ fn escaped_json_still_reaches_the_rules() {
         r#"{"c": "1 UN/**/ION SEL/**/ECT password FROM users"}"#,
         r#"{"c": "..\\..\\..\\windows\\win.ini"}"#,
         r#"{"c": "a;c'a't /e't'c/pa's's'wd"}"#,
+        // Duplicate keys: an upstream may read the first.
+        r#"{"q": "x' or 'a'='a", "q": "ok"}"#,
+        // An entity spelt with JSON escapes.
+        r#"{"c": "&\u006ct;script&\u0067t;alert(1)&\u006ct;/script&\u0067t;"}"#,
+        // Non-ASCII whitespace between SQL words.
+        r#"{"q": "x'\u00a0or\u00a0'a'='a"}"#,
+        "{\"q\": \"0 union\u{a0}select 1,2\"}",
+        // A line feed in a key.
+        r#"{"a\nb": 1}"#,
     ] {
         assert!(!inspect(&engine, &request(attack)).is_empty(), "{attack}");
     }

@@ -4,19 +4,16 @@
 //! `header:<name>`, `cookie:<name>`, `body:<field>` (form fields), `body:<JSON pointer>`
 //! (JSON strings and keys), `body` (any other body, whole).
 
-use serde_json::Value;
-
 use crate::engine::{Engine, Finding};
 use crate::normalize::{Anomalies, Views, bad_percent, normalize, raw_pairs};
 use crate::rules::{CRITICAL, Category, target};
 
 /// Headers never inspected: credentials (opaque tokens), and fields the gateway or the HTTP
-/// layer validate themselves. Cookies and the content type get their own checks.
+/// layer validate themselves. Cookies are inspected value by value, separately.
 const SKIPPED_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
-    "content-type",
     "content-length",
     "host",
     "accept",
@@ -91,9 +88,18 @@ const CHARSETS: &[&str] = &[
     "windows-1252",
 ];
 
+#[cfg(test)]
 thread_local! {
     /// Tests compare the fast path with the value-by-value scan it stands in for.
     pub static SLOW_PATH_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the JSON fast path may run (always, outside tests).
+fn fast_path_enabled() -> bool {
+    #[cfg(test)]
+    return !SLOW_PATH_ONLY.get();
+    #[cfg(not(test))]
+    true
 }
 
 /// What the WAF reads from a request (the plugin's request, or a test double).
@@ -317,18 +323,21 @@ impl Scan<'_> {
         if essence == "application/json" || essence.ends_with("+json") {
             // Fast path: one prefilter scan over the whole decoded document clears a clean
             // body without taking it apart value by value.
-            if !SLOW_PATH_ONLY.get()
+            if fast_path_enabled()
                 && let Some(haystack) = json_haystack(&body)
                 && self.engine.clears(&haystack)
             {
                 return;
             }
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(doc) => self.json(&doc, &mut String::new()),
-                Err(_) => {
-                    self.protocol(920190, "body");
-                    self.value(&text, target::BODY, "body", true);
-                }
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let walk = JsonWalk {
+                scan: &mut *self,
+                pointer: String::new(),
+            };
+            let walked = serde::de::DeserializeSeed::deserialize(walk, &mut de);
+            if walked.and_then(|()| de.end()).is_err() {
+                self.protocol(920190, "body");
+                self.value(&text, target::BODY, "body", true);
             }
         } else if essence == "application/x-www-form-urlencoded" {
             self.raw_encoding(&text, "body");
@@ -342,33 +351,88 @@ impl Scan<'_> {
         }
     }
 
-    /// Walks a JSON document: string values and object keys, named by JSON Pointer.
-    fn json(&mut self, value: &Value, pointer: &mut String) {
-        match value {
-            Value::String(s) => self.value(s, target::BODY, &format!("body:{pointer}"), true),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = pointer.len();
-                    pointer.push_str(&format!("/{i}"));
-                    self.json(item, pointer);
-                    pointer.truncate(len);
-                }
-            }
-            Value::Object(map) => {
-                for (key, item) in map {
-                    let len = pointer.len();
-                    pointer.push('/');
-                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                    if !self.seen_keys.contains(key.as_str()) {
-                        self.seen_keys.insert(key.clone());
-                        self.value(key, target::NAMES, &format!("body-names:{pointer}"), false);
-                    }
-                    self.json(item, pointer);
-                    pointer.truncate(len);
-                }
-            }
-            _ => {}
+    fn json_key(&mut self, key: &str, pointer: &str) {
+        if !self.seen_keys.contains(key) {
+            self.seen_keys.insert(key.to_owned());
+            self.value(key, target::NAMES, &format!("body-names:{pointer}"), false);
         }
+    }
+}
+
+/// Walks a JSON document's keys and strings in document order, named by JSON Pointer —
+/// duplicate keys included: a parsed `Value` keeps only the last of them, and an upstream may
+/// read the first.
+struct JsonWalk<'s, 'a> {
+    scan: &'s mut Scan<'a>,
+    pointer: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonWalk<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonWalk<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        let target = format!("body:{}", self.pointer);
+        self.scan.value(v, target::BODY, &target, true);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for i in 0.. {
+            let pointer = format!("{}/{i}", self.pointer);
+            let item = JsonWalk {
+                scan: &mut *self.scan,
+                pointer,
+            };
+            if seq.next_element_seed(item)?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let escaped = key.replace('~', "~0").replace('/', "~1");
+            let pointer = format!("{}/{escaped}", self.pointer);
+            self.scan.json_key(&key, &pointer);
+            map.next_value_seed(JsonWalk {
+                scan: &mut *self.scan,
+                pointer,
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -383,51 +447,39 @@ fn is_dangerous_method(method: &str) -> bool {
 /// escapes, HTML entities, SQL comments, escaped backslashes or control characters) or is
 /// not valid JSON.
 pub fn json_haystack(body: &[u8]) -> Option<String> {
-    // Refuse what needs the value-by-value decoder; jump from candidate to candidate.
-    let mut escapes = false;
-    let mut at = 0;
-    while let Some(found) = body[at..]
-        .iter()
-        .position(|b| matches!(b, b'%' | b'&' | b'/' | b'\\' | 0xc4 | 0xe2))
-    {
-        let i = at + found;
-        let next = body.get(i + 1).copied();
-        let refuse = match body[i] {
-            b'%' => true,
-            b'&' => next.is_some_and(|n| n.is_ascii_alphabetic() || n == b'#'),
-            b'/' => next == Some(b'*'),
-            // Dotted capital I and the Kelvin sign: non-ASCII letters that lower-case to ASCII.
-            0xc4 => next == Some(0xb0),
-            0xe2 => next == Some(0x84) && body.get(i + 2) == Some(&0xaa),
-            _ => {
-                escapes = true;
-                false
-            }
-        };
-        if refuse {
-            return None;
-        }
-        at = i + 1;
+    if needs_value_scan(body) {
+        return None;
     }
-    let mut out = body.to_vec();
-    out.make_ascii_lowercase();
     // Valid, and shallow enough for the value-by-value parser (which refuses deep nesting).
     serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
     let openings = body.iter().filter(|b| matches!(b, b'[' | b'{')).count();
     if openings > 100 && nesting_depth(body) > 100 {
         return None;
     }
+    let mut out = body.to_vec();
+    out.make_ascii_lowercase();
     // Strings become lines, as values are in the value-by-value scan, so that `^` and `$`
     // (multi-line in the prefilter) meet a value's ends: structural quotes turn into line
     // feeds, escaped ones into quotes.
-    if escapes {
+    if body.contains(&b'\\') {
         out = unescape_json(&out)?;
+        // Escapes may spell what the check above looks for (`&\u006ct;`).
+        if needs_value_scan(&out) {
+            return None;
+        }
     } else {
         for b in out.iter_mut().filter(|b| **b == b'"') {
             *b = b'\n';
         }
     }
-    let mut out = String::from_utf8(out).ok()?;
+    let out = String::from_utf8(out).ok()?;
+    // What `normalize` folds into a space or reports as an anomaly, the prefilter cannot see.
+    let unusual =
+        |c: char| c == '\u{7f}' || (!c.is_ascii() && (c.is_whitespace() || c.is_control()));
+    if out.bytes().any(|b| b == 0x7f || b >= 0x80) && out.chars().any(unusual) {
+        return None;
+    }
+    let mut out = out;
     if crate::normalize::hides_shell_words(&out) {
         let shell = crate::normalize::strip_shell_quoting(&out);
         out.push('\n');
@@ -436,39 +488,96 @@ pub fn json_haystack(body: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// Decodes the escapes of a valid (lower-cased) JSON text; `None` for escapes the fast path
-/// leaves to the value-by-value decoder (escaped backslashes, control characters, lone
-/// surrogates) and for escapes that spell `%`, `&` or `/*`.
-fn unescape_json(body: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('\\') {
-        out.push_str(&rest[..at].replace('"', "\n"));
-        let escape = rest.as_bytes().get(at + 1)?;
-        rest = &rest[at + 2..];
-        match escape {
-            b'n' => out.push('\n'),
-            b't' => out.push(' '),
-            b'\\' => return None,
-            b'r' => {}
-            b'"' => out.push('"'),
-            b'/' => out.push('/'),
-            b'u' => {
-                let code = u32::from_str_radix(rest.get(..4)?, 16).ok()?;
-                let decoded = char::from_u32(code)?;
-                if (decoded.is_control() && decoded != '\n') || matches!(decoded, '%' | '&' | '\\')
-                {
+/// Whether raw text holds what only the value-by-value decoder undoes: `%` escapes, HTML
+/// entities, SQL comments, and the non-ASCII letters that lower-case to ASCII (dotted capital
+/// I, Kelvin sign).
+fn needs_value_scan(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = text[at..]
+        .iter()
+        .position(|b| matches!(b, b'%' | b'&' | b'/' | 0xc4 | 0xe2))
+    {
+        let i = at + found;
+        let next = text.get(i + 1).copied();
+        let decodable = match text[i] {
+            b'%' => true,
+            b'&' => next.is_some_and(|n| n.is_ascii_alphabetic() || n == b'#'),
+            b'/' => next == Some(b'*'),
+            0xc4 => next == Some(0xb0),
+            _ => next == Some(0x84) && text.get(i + 2) == Some(&0xaa),
+        };
+        if decodable {
+            return true;
+        }
+        at = i + 1;
+    }
+    false
+}
+
+/// Decodes the escapes of a valid (lower-cased) JSON text, structural quotes becoming line
+/// feeds. `None` for what the fast path leaves to the value-by-value decoder: escaped
+/// backslashes and carriage returns, control or non-ASCII whitespace characters, lone
+/// surrogates, `%` or `&` spelt as escapes, and line feeds inside keys (an anomaly there).
+fn unescape_json(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let (mut i, mut in_string, mut line_feed) = (0, false, false);
+    while i < text.len() {
+        let c = text[i];
+        if !in_string {
+            if c == b'"' {
+                (in_string, line_feed) = (true, false);
+                out.push(b'\n');
+            } else {
+                out.push(c);
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = false;
+                out.push(b'\n');
+                let next = text[i + 1..].iter().find(|b| !b.is_ascii_whitespace());
+                if line_feed && next == Some(&b':') {
                     return None;
                 }
-                out.extend(decoded.to_lowercase());
-                rest = &rest[4..];
+                i += 1;
             }
-            _ => return None,
+            b'\\' => {
+                let decoded = match text.get(i + 1)? {
+                    b'n' => '\n',
+                    b't' => ' ',
+                    b'"' => '"',
+                    b'/' => '/',
+                    b'u' => {
+                        let hex = std::str::from_utf8(text.get(i + 2..i + 6)?).ok()?;
+                        let decoded = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                        let unusual =
+                            decoded.is_control() || (decoded.is_whitespace() && decoded != ' ');
+                        if (unusual && decoded != '\n')
+                            || matches!(decoded, '%' | '&' | '\\' | '\u{7f}')
+                        {
+                            return None;
+                        }
+                        i += 4;
+                        decoded
+                    }
+                    _ => return None,
+                };
+                line_feed |= decoded == '\n';
+                let mut buf = [0; 4];
+                for lower in decoded.to_lowercase() {
+                    out.extend_from_slice(lower.encode_utf8(&mut buf).as_bytes());
+                }
+                i += 2;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
-    out.push_str(&rest.replace('"', "\n"));
-    (!out.contains("/*")).then(|| out.into_bytes())
+    Some(out)
 }
 
 /// The deepest nesting of arrays and objects in a JSON text.
