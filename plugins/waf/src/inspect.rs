@@ -472,14 +472,17 @@ pub fn json_haystack(body: &[u8]) -> Option<String> {
             *b = b'\n';
         }
     }
-    let out = String::from_utf8(out).ok()?;
-    // What `normalize` folds into a space or reports as an anomaly, the prefilter cannot see.
-    let unusual =
-        |c: char| c == '\u{7f}' || (!c.is_ascii() && (c.is_whitespace() || c.is_control()));
-    if out.bytes().any(|b| b == 0x7f || b >= 0x80) && out.chars().any(unusual) {
-        return None;
+    let mut out = String::from_utf8(out).ok()?;
+    // What `normalize` folds into a space or reports as an anomaly, the prefilter cannot see:
+    // DEL, and non-ASCII whitespace or control characters. Jump from non-ASCII to non-ASCII.
+    let mut at = 0;
+    while let Some(found) = out.as_bytes()[at..].iter().position(|b| *b >= 0x7f) {
+        let c = out[at + found..].chars().next()?;
+        if c == '\u{7f}' || c.is_whitespace() || c.is_control() {
+            return None;
+        }
+        at += found + c.len_utf8();
     }
-    let mut out = out;
     if crate::normalize::hides_shell_words(&out) {
         let shell = crate::normalize::strip_shell_quoting(&out);
         out.push('\n');
@@ -522,60 +525,47 @@ fn unescape_json(text: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
     let (mut i, mut in_string, mut line_feed) = (0, false, false);
     while i < text.len() {
-        let c = text[i];
-        if !in_string {
-            if c == b'"' {
-                (in_string, line_feed) = (true, false);
-                out.push(b'\n');
-            } else {
-                out.push(c);
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' => {
-                in_string = false;
-                out.push(b'\n');
+        // Copy the run up to the next byte that matters in one go.
+        let special = |b: &u8| *b == b'"' || (in_string && *b == b'\\');
+        let run = text[i..].iter().position(special).unwrap_or(text.len() - i);
+        out.extend_from_slice(&text[i..i + run]);
+        i += run;
+        let Some(&c) = text.get(i) else { break };
+        if c == b'"' {
+            out.push(b'\n');
+            if in_string {
                 let next = text[i + 1..].iter().find(|b| !b.is_ascii_whitespace());
                 if line_feed && next == Some(&b':') {
                     return None;
                 }
-                i += 1;
             }
-            b'\\' => {
-                let decoded = match text.get(i + 1)? {
-                    b'n' => '\n',
-                    b't' => ' ',
-                    b'"' => '"',
-                    b'/' => '/',
-                    b'u' => {
-                        let hex = std::str::from_utf8(text.get(i + 2..i + 6)?).ok()?;
-                        let decoded = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
-                        let unusual =
-                            decoded.is_control() || (decoded.is_whitespace() && decoded != ' ');
-                        if (unusual && decoded != '\n')
-                            || matches!(decoded, '%' | '&' | '\\' | '\u{7f}')
-                        {
-                            return None;
-                        }
-                        i += 4;
-                        decoded
-                    }
-                    _ => return None,
-                };
-                line_feed |= decoded == '\n';
-                let mut buf = [0; 4];
-                for lower in decoded.to_lowercase() {
-                    out.extend_from_slice(lower.encode_utf8(&mut buf).as_bytes());
-                }
-                i += 2;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
+            (in_string, line_feed) = (!in_string, false);
+            i += 1;
+            continue;
         }
+        let decoded = match text.get(i + 1)? {
+            b'n' => '\n',
+            b't' => ' ',
+            b'"' => '"',
+            b'/' => '/',
+            b'u' => {
+                let hex = std::str::from_utf8(text.get(i + 2..i + 6)?).ok()?;
+                let decoded = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                let unusual = decoded.is_control() || (decoded.is_whitespace() && decoded != ' ');
+                if (unusual && decoded != '\n') || matches!(decoded, '%' | '&' | '\\' | '\u{7f}') {
+                    return None;
+                }
+                i += 4;
+                decoded
+            }
+            _ => return None,
+        };
+        line_feed |= decoded == '\n';
+        let mut buf = [0; 4];
+        for lower in decoded.to_lowercase() {
+            out.extend_from_slice(lower.encode_utf8(&mut buf).as_bytes());
+        }
+        i += 2;
     }
     Some(out)
 }

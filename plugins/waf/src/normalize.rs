@@ -101,34 +101,60 @@ pub fn normalize(raw: &str) -> (Views, Anomalies) {
 /// `$(c"a"t)`). "Don't", far from any `;`, is prose.
 pub fn hides_shell_words(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let (mut previous_meta, mut meta, mut quoted) = (false, false, false);
-    for i in 0..=bytes.len() {
-        let c = bytes.get(i).copied().unwrap_or(b' ');
-        match c {
-            b' ' | b'\t' | b'\n' => {
-                if quoted && (meta || previous_meta) {
-                    return true;
-                }
-                // A line feed separates commands like `;` does.
-                (previous_meta, meta, quoted) = (meta || c == b'\n', false, false);
+    let boundary = |b: &u8| matches!(b, b' ' | b'\t' | b'\n');
+    let meta = |token: &[u8]| {
+        token
+            .iter()
+            .any(|b| matches!(b, b';' | b'|' | b'&' | b'`' | b'$'))
+    };
+    let mut at = 0;
+    // Jump from quote to quote: most text has few, and most of those are apostrophes.
+    while let Some(found) = bytes[at..]
+        .iter()
+        .position(|b| matches!(b, b'\'' | b'"' | b'\\' | b'^' | b'$'))
+    {
+        let i = at + found;
+        at = i + 1;
+        let c = bytes[i];
+        let next = &bytes[i + 1..];
+        let hiding = match c {
+            b'$' => next.starts_with(b"@") || next.starts_with(b"{") || next.starts_with(b"()"),
+            _ => {
+                i > 0
+                    && bytes[i - 1].is_ascii_alphanumeric()
+                    && next
+                        .first()
+                        .is_some_and(|n| n.is_ascii_alphanumeric() || *n == c)
             }
-            b';' | b'|' | b'&' | b'`' => meta = true,
-            b'$' => {
-                meta = true;
-                let next = bytes.get(i + 1..).unwrap_or_default();
-                quoted |=
-                    next.starts_with(b"@") || next.starts_with(b"{") || next.starts_with(b"()");
-            }
-            b'\'' | b'"' | b'\\' | b'^' => {
-                let before = i > 0 && bytes[i - 1].is_ascii_alphanumeric();
-                let after = bytes
-                    .get(i + 1)
-                    .is_some_and(|n| n.is_ascii_alphanumeric() || *n == c);
-                quoted |= before && after;
-                // cmd.exe's caret needs no separator: `c^m^d /c` is the command itself.
-                meta |= c == b'^' && before && after;
-            }
-            _ => {}
+        };
+        if !hiding {
+            continue;
+        }
+        // cmd.exe's caret needs no separator: `c^m^d /c` is the command itself.
+        if c == b'^' {
+            return true;
+        }
+        let start = bytes[..i].iter().rposition(boundary).map_or(0, |p| p + 1);
+        let end = bytes[i..]
+            .iter()
+            .position(boundary)
+            .map_or(bytes.len(), |p| i + p);
+        // A metacharacter in the token, a line feed (which separates commands) before it, or a
+        // metacharacter in the token before.
+        if meta(&bytes[start..end]) || (start > 0 && bytes[start - 1] == b'\n') {
+            return true;
+        }
+        let before = &bytes[..start];
+        let prev_end = before
+            .iter()
+            .rposition(|b| !boundary(b))
+            .map_or(0, |p| p + 1);
+        let prev_start = before[..prev_end]
+            .iter()
+            .rposition(boundary)
+            .map_or(0, |p| p + 1);
+        if meta(&bytes[prev_start..prev_end]) {
+            return true;
         }
     }
     false
