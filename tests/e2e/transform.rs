@@ -416,3 +416,82 @@ async fn a_client_that_stalls_a_body_a_plugin_reads_gets_408() {
     assert!(head.starts_with("HTTP/1.1 408 Request Timeout"), "{head}");
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test]
+async fn only_plugins_that_declared_a_body_may_read_or_replace_it() {
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{}"]
+[plugins.transform]
+module = "builtin:transform"
+[plugins.testkit]
+module = "{}"
+[[routes]]
+name = "api"
+upstream = "up"
+plugins = [
+  {{ use = "transform", config = {{ request = {{ json = [{{ op = "set", pointer = "/seen", value = true }}] }} }} }},
+  {{ use = "testkit" }},
+]
+"#,
+        up.addr,
+        plugin("testkit")
+    ))
+    .await;
+    let post = |header: (&'static str, &'static str)| {
+        client()
+            .post(gw.url("/"))
+            .header("content-type", "application/json")
+            .header(header.0, header.1)
+            .body(r#"{"card": "4111 1111 1111 1111"}"#)
+            .send()
+    };
+    // The body was buffered for transform; testkit, which never asked, does not see it.
+    let echo = json(post(("x-peek-body", "1")).await.unwrap()).await;
+    assert_eq!(seen_header(&echo, "x-saw-body"), Some("none"));
+    assert_eq!(
+        echo["body"],
+        r#"{"card":"4111 1111 1111 1111","seen":true}"#
+    );
+
+    // Replacing it without having asked is a fault: 500, logged, nothing smuggled upstream.
+    let resp = post(("x-fault", "set-body")).await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(up.hits(), 1);
+    let fault = gw
+        .find_log(|l| l["target"] == "wasmgate::plugin" && l["level"] == "ERROR")
+        .expect("the fault is logged");
+    assert!(
+        fault["message"]
+            .as_str()
+            .unwrap()
+            .contains("set-body on the request without declaring request bodies"),
+        "{fault}"
+    );
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_by_its_decoded_size() {
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&transform_gateway_config(
+        up.addr,
+        r#"{ request = { json = [{ op = "remove", pointer = "/x" }] }, max_body = 65536 }"#,
+    ))
+    .await;
+    // 4 MiB of spaces inside a JSON string compress to a few KiB.
+    let inflated = format!("{{\"x\": \"{}\"}}", " ".repeat(4 << 20));
+    let bomb = gzip(inflated.as_bytes());
+    assert!(bomb.len() < 65536);
+    let resp = client()
+        .post(gw.url("/"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(up.hits(), 0);
+}

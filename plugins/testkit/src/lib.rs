@@ -4,6 +4,9 @@
 //! Request headers drive it, so one request never implies anything about the next:
 //! - `x-fault` picks a failure in the request phase, `x-fault-response` in the response phase:
 //!   `trap` (panics), `loop` (never returns), `grow` (allocates without end);
+//! - `x-fault: set-body` replaces the request body without having declared body access (the
+//!   host must refuse); `x-peek-body` reports in the request header `x-saw-body` what
+//!   `body()` returned (`none`, or the length): it never declares bodies, so always `none`;
 //! - `x-context-set: key=value` stores `value` under `key` in the context (request phase);
 //! - the response phase copies each context key listed in `expose_context` into a response
 //!   header `x-context-<key>`.
@@ -64,6 +67,15 @@ impl Plugin for Testkit {
 
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         misbehave(req.header("x-fault"));
+        if req.header("x-fault").as_deref() == Some("set-body") {
+            req.set_body(b"smuggled");
+        }
+        if req.header("x-peek-body").is_some() {
+            let seen = req
+                .body()
+                .map_or("none".to_owned(), |b| b.len().to_string());
+            let _ = req.set_header("x-saw-body", &seen);
+        }
         if let Some((key, value)) = req
             .header("x-context-set")
             .as_deref()
