@@ -4,10 +4,17 @@
 //! - `POST /reload`: reload now (`200` with the new generation, `422` with the reason);
 //! - `GET /metrics`: requests, latency, plugin faults, upstream errors and reloads, in the
 //!   Prometheus text format;
-//! - `GET /healthz`: `200 ok` while the process serves.
+//! - `GET /routes`: the routes in match order, with their upstream and plugin chain;
+//! - `GET /plugins`: each plugin's module hash, grants and limits, and its pools (route, idle
+//!   instances, hooks, bodies);
+//! - `GET /healthz`: `200 ok` while the process serves;
+//! - `GET /readyz`: `200 ready` while it takes traffic, `503 draining` once shutdown began.
+//!
+//! With `[admin] token`, every endpoint but the two probes wants `Authorization: Bearer`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -18,10 +25,23 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::plugin::{Capability, FailurePolicy, Isolation};
 use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
+
+/// What the admin API serves besides the reloader.
+pub struct AdminState {
+    /// The reloader: current snapshot, status, reloads.
+    pub reloader: Arc<Reloader>,
+    /// The bearer token the API wants, if any.
+    pub token: Option<String>,
+    /// Cleared when shutdown begins, so load balancers stop sending traffic.
+    pub ready: Arc<AtomicBool>,
+}
 
 /// Binds the admin listener and serves it in the background. Returns the bound address.
-pub async fn spawn(addr: SocketAddr, reloader: Arc<Reloader>) -> anyhow::Result<SocketAddr> {
+pub async fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<SocketAddr> {
+    let state = Arc::new(state);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("admin: cannot bind {addr}: {e}"))?;
@@ -34,11 +54,11 @@ pub async fn spawn(addr: SocketAddr, reloader: Arc<Reloader>) -> anyhow::Result<
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let reloader = reloader.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let reloader = reloader.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&reloader, req).await) }
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -49,7 +69,21 @@ pub async fn spawn(addr: SocketAddr, reloader: Arc<Reloader>) -> anyhow::Result<
     Ok(bound)
 }
 
-async fn handle(reloader: &Reloader, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !probe && !authorized(state.token.as_deref(), &req) {
+        let mut resp = text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "unauthorized\n".into(),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"wasmgate-admin\""),
+        );
+        return resp;
+    }
+    let reloader = &state.reloader;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/status") => json_response(StatusCode::OK, &reloader.status()),
         (&Method::POST, "/reload") => match reloader.reload("admin").await {
@@ -67,13 +101,98 @@ async fn handle(reloader: &Reloader, req: Request<Incoming>) -> Response<Full<By
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        (_, "/status" | "/reload" | "/metrics" | "/healthz") => text(
+        (&Method::GET, "/readyz") => match state.ready.load(Ordering::Relaxed) {
+            true => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            false => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "draining\n".into(),
+            ),
+        },
+        (&Method::GET, "/routes") => json_response(StatusCode::OK, &routes(&reloader.current())),
+        (&Method::GET, "/plugins") => json_response(StatusCode::OK, &plugins(&reloader.current())),
+        (
+            _,
+            "/status" | "/reload" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/plugins",
+        ) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// Whether the request carries the admin token (always, when none is configured). The
+/// comparison takes the same time wherever the bytes differ.
+fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// `GET /routes`: match order, upstream, plugin chain.
+fn routes(snapshot: &Snapshot) -> serde_json::Value {
+    let routes: Vec<_> = snapshot
+        .routes
+        .iter()
+        .map(|route| {
+            json!({
+                "name": &*route.name,
+                "upstream": route.upstream.as_ref().map(|u| u.name()),
+                "plugins": route.chain.iter().map(|p| p.plugin().name()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!(routes)
+}
+
+/// `GET /plugins`: per plugin, its module, grants, limits and pools.
+fn plugins(snapshot: &Snapshot) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, plugin) in &snapshot.plugins {
+        let settings = plugin.settings();
+        let pools: Vec<_> = snapshot
+            .routes
+            .iter()
+            .flat_map(|route| route.chain.iter())
+            .filter(|pool| pool.plugin().name() == name)
+            .map(|pool| {
+                let bodies = pool.bodies();
+                json!({
+                    "route": pool.route(),
+                    "idle_instances": pool.idle_instances(),
+                    "hooks": { "request": pool.wants_request(), "response": pool.wants_response() },
+                    "bodies": { "request": bodies.request, "response": bodies.response },
+                })
+            })
+            .collect();
+        out.insert(
+            name.clone(),
+            json!({
+                "module_sha256": plugin.module_hash(),
+                "grants": settings.grants.iter().map(|c: &Capability| c.name()).collect::<Vec<_>>(),
+                "timeout_ms": settings.timeout.as_millis() as u64,
+                "memory_limit_bytes": settings.memory_limit,
+                "on_error": match settings.on_error { FailurePolicy::Fail => "fail", FailurePolicy::Skip => "skip" },
+                "isolation": match settings.isolation { Isolation::Pooled => "pooled", Isolation::PerRequest => "per-request" },
+                "pools": pools,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {

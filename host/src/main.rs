@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use wasmgate::admin;
@@ -98,11 +99,22 @@ async fn serve(
         tracing::warn!(error = %e, "cannot watch the config for changes; reload with SIGHUP or the admin API");
     }
     spawn_sighup_reload(reloader.clone());
+    // The listeners are bound and the first snapshot is loaded: ready until shutdown begins.
+    let ready = Arc::new(AtomicBool::new(true));
     if let Some(admin) = &file.raw.admin {
-        let addr = admin::spawn(admin.addr, reloader).await?;
+        let state = admin::AdminState {
+            reloader,
+            token: admin.token.clone(),
+            ready: ready.clone(),
+        };
+        let addr = admin::spawn(admin.addr, state).await?;
         tracing::info!(listener = "admin", %addr, "listening");
     }
-    gateway.serve(shutdown_signal()).await
+    let shutdown = async move {
+        shutdown_signal().await;
+        ready.store(false, Ordering::Relaxed);
+    };
+    gateway.serve(shutdown).await
 }
 
 fn spawn_sighup_reload(reloader: Arc<Reloader>) {

@@ -147,6 +147,11 @@ impl Reloader {
     }
 
     /// The admin API's view: current generation, config and module hashes, last attempt.
+    /// The snapshot serving requests now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let snapshot = self.current.load();
         let state = self.lock_state();

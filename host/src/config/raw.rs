@@ -156,6 +156,9 @@ pub struct AdminSection {
     /// Where the admin API listens: loopback unless you say otherwise.
     #[serde(default = "default_admin_addr")]
     pub addr: SocketAddr,
+    /// When set, every endpoint but `/healthz` and `/readyz` wants
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 fn default_admin_addr() -> SocketAddr {

@@ -122,6 +122,16 @@ impl PluginPool {
         self.hooks.contains(Hooks::RESPONSE)
     }
 
+    /// The route this pool serves.
+    pub fn route(&self) -> &str {
+        &self.label.route
+    }
+
+    /// Configured instances waiting for a request.
+    pub fn idle_instances(&self) -> usize {
+        self.lock_idle().len()
+    }
+
     /// The bodies the configured plugin reads, and up to what size.
     pub fn bodies(&self) -> BodyLimits {
         self.bodies
