@@ -79,6 +79,7 @@ nginx_conf proxy 'server {
 cat > "$work/wasmgate.toml" <<CONF
 [server]
 workers = 1
+access_log = "off"
 [listeners.main]
 addr = "127.0.0.1:19002"
 [upstreams.backend]
@@ -166,10 +167,12 @@ PY
 
 taskset -c 1 nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
 taskset -c 1 nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!)
-# Access logging off, as for nginx.
+# Access logging off, as for nginx; a second instance logs JSON lines to a file, to price it.
 RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate.toml" & pids+=($!)
+sed -e 's/access_log = "off"/access_log = "json"/' -e 's/127.0.0.1:19002/127.0.0.1:19003/' "$work/wasmgate.toml" > "$work/wasmgate-logged.toml"
+RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate-logged.toml" > "$work/access.log" & pids+=($!)
 # The first start compiles the plugins (a few seconds); later ones load them from the cache.
-for port in 19000 19001 19002; do
+for port in 19000 19001 19002 19003; do
   for _ in $(seq 60); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.5; done
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
 done
@@ -180,6 +183,7 @@ targets=(
   "nginx proxy_pass|http://127.0.0.1:19001/|"
   "nginx + CORS/header directives|http://127.0.0.1:19001/cors|"
   "wasmgate, no plugins|http://127.0.0.1:19002/|"
+  "wasmgate, no plugins, JSON access log|http://127.0.0.1:19003/|"
   "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors|"
   "nginx + limit_req + CORS|http://127.0.0.1:19001/limited|"
   "wasmgate, cors + rate-limit (local)|http://127.0.0.1:19002/limited|"

@@ -6,6 +6,7 @@
 //! immutable [`snapshot`] built from the [`config`].
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod adaptive;
 pub mod admin;
 pub mod config;

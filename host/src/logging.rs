@@ -1,6 +1,6 @@
-//! Log output: human-readable or JSON lines, filtered like `RUST_LOG`
-//! (e.g. `RUST_LOG=info,wasmgate::access=off`). The default shows access lines, plugin faults,
-//! upstream faults and lifecycle events.
+//! Diagnostic log output on stderr: human-readable or JSON lines, filtered like `RUST_LOG`
+//! (e.g. `RUST_LOG=warn,wasmgate::plugin=debug`). The default shows plugin faults, upstream
+//! faults, reloads and lifecycle events. The access log is separate: [`crate::access_log`].
 
 use tracing_subscriber::EnvFilter;
 

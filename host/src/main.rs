@@ -114,7 +114,10 @@ async fn serve(
         shutdown_signal().await;
         ready.store(false, Ordering::Relaxed);
     };
-    gateway.serve(shutdown).await
+    let served = gateway.serve(shutdown).await;
+    // Lines of the last requests may still wait in the access log's buffer.
+    wasmgate::access_log::flush();
+    served
 }
 
 fn spawn_sighup_reload(reloader: Arc<Reloader>) {

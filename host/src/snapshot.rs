@@ -39,6 +39,8 @@ pub struct ServerSettings {
     pub trust_request_id: bool,
     /// Worker threads.
     pub workers: usize,
+    /// Access log format.
+    pub access_log: crate::access_log::AccessLogFormat,
 }
 
 /// A listener to bind.
@@ -220,6 +222,7 @@ impl Snapshot {
                 shutdown_grace: s.shutdown_grace,
                 trust_request_id: s.trust_request_id,
                 workers,
+                access_log: s.access_log,
             },
         })
     }

@@ -2,6 +2,7 @@
 //! servers and clients on loopback sockets.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod access_log;
 mod admin;
 mod auth;
 mod chain;

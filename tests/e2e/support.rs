@@ -203,6 +203,8 @@ pub struct Gateway {
     child: Child,
     addrs: BTreeMap<String, SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Standard output: the access log.
+    access: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -241,10 +243,19 @@ impl Gateway {
             .arg(&path)
             .env("WASMGATE_CACHE_DIR", cache_dir())
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let access = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let access_sink = access.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                access_sink.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -281,8 +292,21 @@ impl Gateway {
             child,
             addrs,
             logs,
+            access,
             _dir: dir,
         })
+    }
+
+    /// Access-log lines written so far, waiting up to 5 s for at least `count`.
+    pub fn access_lines(&self, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.access.lock().unwrap().clone();
+            if lines.len() >= count || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Address of the listener `name`.

@@ -68,6 +68,8 @@ pub struct ServerSection {
     pub trust_request_id: bool,
     /// Worker threads serving requests (default: one per CPU core).
     pub workers: Option<usize>,
+    /// The access log on standard output: `json`, `common` or `off`.
+    pub access_log: crate::access_log::AccessLogFormat,
 }
 
 impl Default for ServerSection {
@@ -80,6 +82,7 @@ impl Default for ServerSection {
             shutdown_grace: Duration::from_secs(30),
             trust_request_id: true,
             workers: None,
+            access_log: Default::default(),
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct Connection {
 struct Outcome<'a> {
     route: Option<&'a str>,
     upstream: Option<&'a str>,
+    /// The upstream address the request went to.
+    target: Option<String>,
+    /// The authenticated consumer, if a plugin set one.
+    consumer: Option<String>,
     plugin_time: Duration,
 }
 
@@ -68,6 +72,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let received = std::time::SystemTime::now();
     let (mut parts, body) = req.into_parts();
     let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
     // Plugins see the id the upstream and the client will see (e.g. to quote it in a reply).
@@ -75,6 +80,7 @@ pub async fn handle(
         .headers
         .insert(&forward::REQUEST_ID, request_id.clone());
     let method = parts.method.clone();
+    let uri_version = parts.version;
     // Kept for the access log (a reference-counted copy, not a new string).
     let uri = parts.uri.clone();
 
@@ -91,6 +97,8 @@ pub async fn handle(
     let mut outcome = Outcome {
         route: None,
         upstream: None,
+        target: None,
+        consumer: None,
         plugin_time: Duration::ZERO,
     };
     let mut response = match &route {
@@ -118,19 +126,23 @@ pub async fn handle(
         Some(route) => route.metrics.observe(response.status(), elapsed),
         None => NO_ROUTE_METRICS.observe(response.status(), elapsed),
     }
-    tracing::info!(
-        target: "wasmgate::access",
-        request_id = request_id.to_str().unwrap_or("-"),
-        client = %conn.client.ip(),
-        method = %method,
-        path = uri.path(),
-        route = outcome.route.unwrap_or("-"),
-        upstream = outcome.upstream.unwrap_or("-"),
-        status = response.status().as_u16(),
-        latency_us = elapsed.as_micros() as u64,
-        plugin_us = outcome.plugin_time.as_micros() as u64,
-    );
-    response
+    let entry = crate::access_log::Entry {
+        received: (received, started),
+        request_id: request_id.to_str().unwrap_or("-").to_owned(),
+        client: conn.client.ip(),
+        method,
+        path: uri.path().to_owned(),
+        version: uri_version,
+        route: route.as_ref().map(|r| r.name.clone()),
+        consumer: outcome.consumer,
+        upstream: outcome.upstream.map(str::to_owned),
+        target: outcome.target,
+        status: response.status().as_u16(),
+        head_us: elapsed.as_micros() as u64,
+        plugin_us: outcome.plugin_time.as_micros() as u64,
+    };
+    let format = snapshot.server.access_log;
+    response.map(|body| crate::access_log::wrap(format, entry, body))
 }
 
 async fn run_route<'r>(
@@ -211,6 +223,7 @@ async fn run_route<'r>(
                     outgoing,
                     keep_request,
                     request_id,
+                    &mut outcome.target,
                 )
                 .await
                 .unwrap_or_else(GatewayError::response)
@@ -285,6 +298,8 @@ async fn run_route<'r>(
         }
         response = Response::from_parts(head, body);
     }
+    // The consumer an auth plugin established, for the access log.
+    outcome.consumer = exchange.context.remove("consumer");
     response
 }
 
@@ -382,6 +397,7 @@ async fn forward(
     outgoing: Outgoing,
     keep_request: bool,
     request_id: &HeaderValue,
+    target_used: &mut Option<String>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let permit = match upstream.adaptive() {
         Some(limit) => match limit.try_acquire() {
@@ -394,6 +410,7 @@ async fn forward(
         None => None,
     };
     let target = upstream.pick();
+    *target_used = Some(target.to_string());
     let original = &exchange.request;
     let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
     let uri = Uri::builder()
