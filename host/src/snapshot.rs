@@ -65,27 +65,63 @@ pub struct Route {
     pub chain: Vec<Arc<PluginPool>>,
     /// Request counters and latency histogram.
     pub metrics: crate::metrics::RouteMetrics,
+    /// What the chain needs from every request, worked out once when the route is built.
+    needs: ChainNeeds,
+}
+
+/// What a route's plugin chain needs from each request.
+struct ChainNeeds {
+    response_hooks: bool,
+    request_body_limit: Option<u64>,
+    response_bodies: bool,
 }
 
 impl Route {
-    /// Whether any plugin on the route wants the response hook.
-    pub fn has_response_hooks(&self) -> bool {
-        self.chain.iter().any(|p| p.wants_response())
+    /// A route over `chain`; `max_body` caps the body limits its plugins declare.
+    pub fn new(
+        name: Arc<str>,
+        upstream: Option<Arc<Upstream>>,
+        strip_prefix: Option<String>,
+        chain: Vec<Arc<PluginPool>>,
+        max_body: u64,
+    ) -> Self {
+        let needs = ChainNeeds {
+            response_hooks: chain.iter().any(|p| p.wants_response()),
+            // The smallest limit a plugin that reads request bodies declared: each plugin sees
+            // bodies up to its own limit, never beyond.
+            request_body_limit: chain
+                .iter()
+                .filter_map(|p| p.bodies().request)
+                .min()
+                .map(|limit| limit.min(max_body)),
+            response_bodies: chain
+                .iter()
+                .any(|p| p.wants_response() && p.bodies().response.is_some()),
+        };
+        Self {
+            metrics: crate::metrics::RouteMetrics::new(&name),
+            name,
+            upstream,
+            strip_prefix,
+            chain,
+            needs,
+        }
     }
 
-    /// The request body limit on the route: the smallest a plugin that reads it declared (each
-    /// plugin sees bodies up to its own limit, never beyond), capped at `max_body`; `None` when
-    /// no plugin reads request bodies.
-    pub fn request_body_limit(&self, max_body: u64) -> Option<u64> {
-        let limits = self.chain.iter().filter_map(|p| p.bodies().request);
-        limits.min().map(|limit| limit.min(max_body))
+    /// Whether any plugin on the route wants the response hook.
+    pub fn has_response_hooks(&self) -> bool {
+        self.needs.response_hooks
+    }
+
+    /// The request body limit on the route (the smallest declared, capped at the gateway's
+    /// body limit); `None` when no plugin reads request bodies.
+    pub fn request_body_limit(&self) -> Option<u64> {
+        self.needs.request_body_limit
     }
 
     /// Whether a plugin on the route reads response bodies.
     pub fn reads_response_bodies(&self) -> bool {
-        self.chain
-            .iter()
-            .any(|p| p.wants_response() && p.bodies().response.is_some())
+        self.needs.response_bodies
     }
 }
 
@@ -510,13 +546,8 @@ impl Builder<'_> {
             (Some(prefix), true) => Some(prefix.get_ref().trim_end_matches('/').to_string()),
             _ => None,
         };
-        let route = Route {
-            name: name.into(),
-            upstream,
-            strip_prefix,
-            chain,
-            metrics: crate::metrics::RouteMetrics::new(name),
-        };
+        let max_body = self.file.raw.server.max_body_bytes.as_u64();
+        let route = Route::new(name.into(), upstream, strip_prefix, chain, max_body);
         Some((matcher?, Arc::new(route)))
     }
 

@@ -226,6 +226,14 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts the binary on a config it must refuse; returns what it said.
+    pub async fn refused(config: &str) -> String {
+        match Self::try_start(config).await {
+            Ok(_) => panic!("the gateway accepted a config it should refuse:\n{config}"),
+            Err(e) => e,
+        }
+    }
+
     pub async fn try_start(config: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");

@@ -167,7 +167,7 @@ async fn run_route<'r>(
     for (i, pool) in route.chain.iter().enumerate() {
         if pool.bodies().request.is_some()
             && let Err(error) = client_body
-                .read(&mut exchange, route.request_body_limit(max_body), snapshot)
+                .read(&mut exchange, route.request_body_limit(), snapshot)
                 .await
         {
             answered = Some(error.response());
@@ -321,11 +321,12 @@ impl ClientBody {
         limit: Option<u64>,
         snapshot: &Snapshot,
     ) -> Result<(), GatewayError> {
-        let ClientBody::Streaming(_) = self else {
-            return Ok(());
-        };
-        let ClientBody::Streaming(incoming) = std::mem::replace(self, ClientBody::Read) else {
-            return Ok(());
+        let incoming = match std::mem::replace(self, ClientBody::Read) {
+            ClientBody::Streaming(incoming) => incoming,
+            already_read => {
+                *self = already_read;
+                return Ok(());
+            }
         };
         let limit = limit.unwrap_or(snapshot.server.max_body_bytes);
         let timeout = snapshot.server.body_timeout;
