@@ -53,6 +53,12 @@ fn main() {
     }
     let out = target_dir.join(TARGET).join("release");
     println!("cargo:rustc-env=WASMGATE_PLUGIN_DIR={}", out.display());
+    // Plugins in other languages are built by scripts/build-examples.sh, with their own
+    // toolchains; the tests find them here.
+    println!(
+        "cargo:rustc-env=WASMGATE_EXAMPLES_DIR={}",
+        target_dir.join("examples").display()
+    );
 }
 
 fn env(name: &str) -> String {
@@ -68,7 +74,12 @@ fn rerun_if_changed_tree(dir: &Path) {
     println!("cargo:rerun-if-changed={}", dir.display());
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target") {
+        // Build output and the JavaScript toolchain are not sources.
+        if path
+            .file_name()
+            .is_some_and(|n| n == "target" || n == "node_modules" || n == "gen")
+            || path.extension().is_some_and(|e| e == "wasm")
+        {
             continue;
         }
         if path.is_dir() {

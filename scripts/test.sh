@@ -5,8 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# What the suite needs besides Rust: the wasm32-wasip2 target (plugins) and redis-server
-# (the rate-limit tests start their own).
+# What the suite needs besides Rust: the wasm32-wasip2 target (plugins), redis-server (the
+# rate-limit tests start their own), and the Python, JavaScript and C plugin toolchains
+# (scripts/build-examples.sh installs them).
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 if ! command -v redis-server >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -16,6 +17,9 @@ if ! command -v redis-server >/dev/null; then
     exit 1
   fi
 fi
+
+# The plugins written in Python, JavaScript and C, with their toolchains.
+bash scripts/build-examples.sh || exit 1
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -114,6 +114,20 @@ async fn assert_contained(kind: &str, header: &str, expected_log_kind: &str) {
     assert_eq!(fault_log["plugin"], "testkit");
     assert_eq!(fault_log["route"], "faulty");
     assert_eq!(fault_log["kind"], expected_log_kind);
+    if kind == "trap" {
+        // What the guest printed before trapping (here Rust's panic message; a Python or
+        // JavaScript traceback alike) is in the log, tagged with the plugin.
+        let printed = gw
+            .find_log(|l| {
+                l["stream"] == "stderr"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("testkit plugin asked to trap"))
+            })
+            .expect("the plugin's panic message reaches the log");
+        assert_eq!(printed["plugin"], "testkit");
+        assert_eq!(printed["level"], "WARN");
+    }
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod cli;
 mod cors;
 mod faults;
 mod limits;
+mod polyglot;
 mod protocols;
 mod ratelimit;
 mod reload;

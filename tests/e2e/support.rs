@@ -33,6 +33,20 @@ pub fn plugin(name: &str) -> String {
     format!("{PLUGIN_DIR}/{name}.wasm")
 }
 
+/// Directory holding the Python, JavaScript and C plugins built by
+/// `scripts/build-examples.sh`.
+pub const EXAMPLES_DIR: &str = env!("WASMGATE_EXAMPLES_DIR");
+
+/// Path of a plugin built by `scripts/build-examples.sh`, e.g. `example("ab-router")`.
+pub fn example(name: &str) -> String {
+    let path = format!("{EXAMPLES_DIR}/{name}.wasm");
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "{path} is missing: build the Python, JavaScript and C plugins with `bash scripts/build-examples.sh` (scripts/test.sh does it)"
+    );
+    path
+}
+
 /// What a test upstream does with each request.
 #[derive(Clone)]
 pub enum Behaviour {

@@ -14,6 +14,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::wasmgate::plugin::{body_access, clock, log, types};
+use super::output::{PluginOutput, Stdio};
 use crate::exchange::Exchange;
 use types::EditError;
 
@@ -76,10 +77,13 @@ impl PluginState {
         services: Arc<Services>,
     ) -> Self {
         Self {
-            // No preopened directories, environment, arguments, stdio or network access: the
+            // No preopened directories, environment, arguments, stdin or network access: the
             // WASI imports a Rust or Python guest's standard library links against resolve, but
-            // reach nothing on the host.
-            wasi: WasiCtx::builder().build(),
+            // reach nothing on the host. Output goes to the gateway's log.
+            wasi: WasiCtx::builder()
+                .stdout(PluginOutput::new(label.clone(), Stdio::Stdout))
+                .stderr(PluginOutput::new(label.clone(), Stdio::Stderr))
+                .build(),
             table: ResourceTable::new(),
             limits,
             label,

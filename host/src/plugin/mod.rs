@@ -12,6 +12,7 @@ mod cache;
 mod host;
 mod jwt;
 mod outbound;
+mod output;
 mod pool;
 mod ratelimit;
 
