@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod chain;
 mod cli;
+mod contract;
 mod cors;
 mod faults;
 mod limits;

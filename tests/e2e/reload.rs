@@ -344,7 +344,7 @@ async fn invalid_modules_and_configs_are_refused_and_the_old_version_keeps_servi
         (
             "wrong world",
             &wrong_world,
-            "does not implement the wasmgate:plugin@0.1.0 plugin contract",
+            "it does not export wasmgate:plugin/handler (it exports wasi:cli/run@",
         ),
         (
             "truncated",

@@ -9,6 +9,7 @@
 
 mod builtin;
 mod cache;
+pub mod compat;
 mod host;
 mod jwt;
 mod outbound;
@@ -59,9 +60,6 @@ mod bindings {
 
 use host::PluginState;
 
-/// The WIT package every plugin must be built against.
-pub const CONTRACT_PACKAGE: &str = "wasmgate:plugin@0.1.0";
-
 /// How often the epoch advances; plugin deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -107,14 +105,15 @@ impl Capability {
         }
     }
 
-    fn interface(self) -> &'static str {
+    /// The contract interface it grants, e.g. `http-client` (of `wasmgate:plugin`).
+    pub fn interface_name(self) -> &'static str {
         match self {
-            Capability::Log => "wasmgate:plugin/log@0.1.0",
-            Capability::Clock => "wasmgate:plugin/clock@0.1.0",
-            Capability::Jwt => "wasmgate:plugin/jwt@0.1.0",
-            Capability::Http => "wasmgate:plugin/http-client@0.1.0",
-            Capability::State => "wasmgate:plugin/state@0.1.0",
-            Capability::RateLimit => "wasmgate:plugin/rate-limit@0.1.0",
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+            Capability::Jwt => "jwt",
+            Capability::Http => "http-client",
+            Capability::State => "state",
+            Capability::RateLimit => "rate-limit",
         }
     }
 }
@@ -195,8 +194,12 @@ pub enum LoadError {
         /// The grant that would allow it.
         capability: &'static str,
     },
+    /// The component was built against a contract version this gateway cannot run, or does
+    /// not export the handler.
+    #[error("{0}")]
+    Incompatible(String),
     /// The component does not implement the contract (or imports something the host lacks).
-    #[error("it does not implement the {CONTRACT_PACKAGE} plugin contract: {0:#}")]
+    #[error("it does not implement the wasmgate:plugin contract: {0:#}")]
     Contract(wasmtime::Error),
 }
 
@@ -269,8 +272,11 @@ impl PluginRuntime {
         check_component_header(bytes)?;
         let module_hash = cache::content_hash(bytes);
         let component = self.compile(&module_hash, bytes)?;
-
-        self.check_grants(&component, &settings)?;
+        let contract = compat::ContractUse::of(&component, &self.engine);
+        if let Some(why) = contract.incompatibility() {
+            return Err(LoadError::Incompatible(why));
+        }
+        check_grants(&contract, &settings)?;
         let linker = self.linker(&settings).map_err(LoadError::Contract)?;
         let pre = linker
             .instantiate_pre(&component)
@@ -314,32 +320,6 @@ impl PluginRuntime {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Names the grant a missing capability needs, before linking would fail less helpfully.
-    fn check_grants(
-        &self,
-        component: &Component,
-        settings: &PluginSettings,
-    ) -> Result<(), LoadError> {
-        let ty = component.component_type();
-        for (import, _) in ty.imports(&self.engine) {
-            for capability in Capability::ALL
-                .into_iter()
-                .filter(|c| *c != Capability::Log)
-            {
-                let iface = capability.interface();
-                let unversioned = iface.split('@').next().unwrap_or(iface);
-                let imports_it = import == iface || import.starts_with(&format!("{unversioned}@"));
-                if imports_it && !settings.grants.contains(&capability) {
-                    return Err(LoadError::NotGranted {
-                        interface: import.to_string(),
-                        capability: capability.name(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
         use bindings::wasmgate::plugin::{
             body_access, clock, http_client, jwt, log, rate_limit, state, types,
@@ -373,6 +353,24 @@ impl PluginRuntime {
         }
         Ok(linker)
     }
+}
+
+/// Names the grant a missing capability needs, before linking would fail less helpfully.
+fn check_grants(
+    contract: &compat::ContractUse,
+    settings: &PluginSettings,
+) -> Result<(), LoadError> {
+    for (import, capability) in &contract.contract_imports {
+        if let Some(capability) = capability
+            && !settings.grants.contains(capability)
+        {
+            return Err(LoadError::NotGranted {
+                interface: import.clone(),
+                capability: capability.name(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Turns a plugin's reply into a response. A status outside 100–999 or a header the host
