@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod adaptive;
 pub mod admin;
+pub mod authoring;
 pub mod config;
 pub mod exchange;
 pub mod logging;

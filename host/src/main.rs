@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use wasmgate::admin;
+use wasmgate::authoring::{self, Language};
 use wasmgate::config::ConfigFile;
 use wasmgate::logging::{self, LogFormat};
 use wasmgate::plugin::PluginRuntime;
@@ -45,12 +46,46 @@ enum Command {
         /// The TOML config file.
         config: PathBuf,
     },
+    /// Write and check plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a working plugin skeleton: source, build script, a gateway config that runs it in
+    /// front of a demo backend, and a test script that checks it end to end.
+    New {
+        /// The plugin's name: lower-case words joined by `-`.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: Language,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// wasmgate's plugin-sdk directory, for Rust plugins (default: the one this binary was
+        /// built from).
+        #[arg(long, default_value = wasmgate::authoring::BUILT_SDK_PATH)]
+        sdk: PathBuf,
+    },
+    /// Say whether MODULE implements the plugin contract this gateway runs (world and version)
+    /// and which capabilities it imports. Exits 1 if the gateway cannot run it.
+    Check {
+        /// The plugin's .wasm file.
+        module: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let (Command::Check { config: path } | Command::Run { config: path }) = &cli.command;
+    let path = match &cli.command {
+        Command::Check { config } | Command::Run { config } => config,
+        Command::Plugin { command } => return plugin_command(command),
+    };
     let outcome = ConfigFile::load(path)
         .map_err(|e| e.to_string())
         .and_then(|file| {
@@ -76,6 +111,7 @@ fn main() -> ExitCode {
                     Command::Run { .. } => serve(&file, plugins, snapshot)
                         .await
                         .map_err(|e| format!("error: {e:#}")),
+                    Command::Plugin { .. } => unreachable!("handled above"),
                 }
             })
         });
@@ -84,6 +120,64 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn plugin_command(command: &PluginCommand) -> ExitCode {
+    match command {
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.clone().unwrap_or_else(|| authoring::default_dir(name));
+            match authoring::new_plugin(name, *lang, &dir, sdk) {
+                Ok(next) => {
+                    print!("{next}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Check { module } => {
+            let bytes = match std::fs::read(module) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", module.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = wasmgate::plugin::RuntimeOptions {
+                cache_dir: snapshot::default_cache_dir(),
+                ..Default::default()
+            };
+            let report = PluginRuntime::new(&options)
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| {
+                    runtime
+                        .inspect(&bytes)
+                        .map_err(|e| authoring::describe_unloadable(module, &e))
+                });
+            match report {
+                Ok(report) => {
+                    let (text, fits) = authoring::describe(module, bytes.len(), &report);
+                    print!("{text}");
+                    if fits {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -164,7 +164,9 @@ pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
+/// Where compiled plugins are cached unless the config says otherwise: `$WASMGATE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/wasmgate` or `~/.cache/wasmgate`.
+pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("WASMGATE_CACHE_DIR") {
         return Some(dir.into());
     }

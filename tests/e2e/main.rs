@@ -5,6 +5,7 @@
 mod access_log;
 mod admin;
 mod auth;
+mod authoring;
 mod chain;
 mod cli;
 mod contract;

@@ -430,7 +430,7 @@ impl Drop for Gateway {
 }
 
 /// Compiled plugins are cached across the test run, like a real deployment's cache.
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasmgate-cache")
 }
 

@@ -299,6 +299,28 @@ impl PluginRuntime {
         }))
     }
 
+    /// What `wasmgate plugin check` reports: the module's contract version, imports and
+    /// exports, and whether it links with every capability granted.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<ModuleReport, LoadError> {
+        check_component_header(bytes)?;
+        let module_hash = cache::content_hash(bytes);
+        let started = std::time::Instant::now();
+        let component = self.compile(&module_hash, bytes)?;
+        let load_time = started.elapsed();
+        let contract = compat::ContractUse::of(&component, &self.engine);
+        let every_grant = PluginSettings {
+            grants: Capability::ALL.to_vec(),
+            ..PluginSettings::default()
+        };
+        let link = self.load("check", bytes, every_grant).map(|_| ());
+        Ok(ModuleReport {
+            module_hash,
+            load_time,
+            contract,
+            link,
+        })
+    }
+
     fn compile(&self, module_hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         let compiled = |map: &HashMap<String, Component>| map.get(module_hash).cloned();
         if let Some(component) = compiled(&self.lock_compiled()) {
@@ -353,6 +375,18 @@ impl PluginRuntime {
         }
         Ok(linker)
     }
+}
+
+/// A module as `wasmgate plugin check` sees it.
+pub struct ModuleReport {
+    /// SHA-256 of the module, hex.
+    pub module_hash: String,
+    /// Time to compile it, or to load it from the compiled cache.
+    pub load_time: Duration,
+    /// Its contract version, imports and exports.
+    pub contract: compat::ContractUse,
+    /// Whether it links against this gateway with every capability granted.
+    pub link: Result<(), LoadError>,
 }
 
 /// Names the grant a missing capability needs, before linking would fail less helpfully.
