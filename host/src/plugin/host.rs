@@ -49,7 +49,7 @@ pub struct Services {
 pub struct PluginState {
     wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MemoryLimiter,
     pub(super) label: Arc<InstanceLabel>,
     pub(super) services: Arc<Services>,
     /// The request being handled during a hook call ([`Exchange::idle`] between calls).
@@ -59,6 +59,55 @@ pub struct PluginState {
     /// The bodies the configured plugin asked for.
     pub(super) body_limits: BodyLimits,
     epoch: Instant,
+}
+
+/// The instance's memory limit, remembering the largest linear memory it has grown to.
+pub struct MemoryLimiter {
+    limits: StoreLimits,
+    high_water: usize,
+}
+
+impl MemoryLimiter {
+    /// The largest size any of the instance's memories has reached, in bytes.
+    pub fn high_water(&self) -> usize {
+        self.high_water
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.high_water = self.high_water.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// The bodies a configured plugin reads, and up to how many bytes.
@@ -85,7 +134,10 @@ impl PluginState {
                 .stderr(PluginOutput::new(label.clone(), Stdio::Stderr))
                 .build(),
             table: ResourceTable::new(),
-            limits,
+            limits: MemoryLimiter {
+                limits,
+                high_water: 0,
+            },
             label,
             services,
             exchange: Exchange::idle(),

@@ -217,7 +217,21 @@ impl PluginPool {
         let exchange = std::mem::replace(&mut instance.store.data_mut().exchange, Exchange::idle());
         match result {
             Ok(value) => {
-                if self.plugin.settings.isolation == Isolation::Pooled {
+                let memory = instance.store.data().limits.high_water();
+                let pooled = self.plugin.settings.isolation == Isolation::Pooled;
+                if pooled && memory > self.plugin.settings.memory_limit / 4 * 3 {
+                    // Garbage-collected guests (Python, JavaScript) grow their heap request after
+                    // request. Recycle an instance past three quarters of its limit, before a
+                    // request finds it full and traps.
+                    tracing::debug!(
+                        plugin = &*self.label.plugin,
+                        route = &*self.label.route,
+                        memory,
+                        "recycling a plugin instance near its memory limit"
+                    );
+                    drop(instance);
+                    self.replenish();
+                } else if pooled {
                     self.checkin(instance);
                 }
                 (exchange, Ok(value))
