@@ -32,6 +32,20 @@ plugins = [{{ use = "{plugin}", config = {config} }}]
     )
 }
 
+/// A route running example plugin `name` (no grants) with `config`.
+fn example_config(upstream: SocketAddr, name: &str, config: &str) -> String {
+    gateway_config(upstream, name, &example(name), "", config)
+}
+
+/// Each config is refused with a message containing the expected text.
+async fn assert_config_errors(name: &str, cases: &[(&str, &str)]) {
+    let up = Upstream::echo().await;
+    for (config, expected) in cases {
+        let refused = Gateway::refused(&example_config(up.addr, name, config)).await;
+        assert!(refused.contains(expected), "{config}: {refused}");
+    }
+}
+
 // ---- Python: request-signer -------------------------------------------------------------------
 
 const SECRET: &str = "correct-horse-battery-staple";
@@ -161,11 +175,9 @@ async fn python_signer_config_errors_name_the_key() {
 #[tokio::test]
 async fn python_signer_needs_the_clock_grant() {
     let up = Upstream::echo().await;
-    let config = gateway_config(
+    let config = example_config(
         up.addr,
         "request-signer",
-        &example("request-signer"),
-        "",
         &format!(r#"{{ secret = "{SECRET}" }}"#),
     );
     let refused = Gateway::refused(&config).await;
@@ -182,14 +194,7 @@ const SPLIT: &str = r#"{ key_header = "x-user-id", variants = [{ name = "stable"
 #[tokio::test]
 async fn js_ab_router_splits_by_weight_and_sticks_per_user() {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&gateway_config(
-        up.addr,
-        "ab-router",
-        &example("ab-router"),
-        "",
-        SPLIT,
-    ))
-    .await;
+    let gw = Gateway::start(&example_config(up.addr, "ab-router", SPLIT)).await;
     let c = client();
     let mut canary = 0;
     for user in 0..200 {
@@ -239,14 +244,7 @@ async fn variant_of(c: &reqwest::Client, gw: &Gateway, headers: &[(&str, &str)])
 #[tokio::test]
 async fn js_ab_router_remembers_anonymous_visitors_in_a_cookie() {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&gateway_config(
-        up.addr,
-        "ab-router",
-        &example("ab-router"),
-        "",
-        SPLIT,
-    ))
-    .await;
+    let gw = Gateway::start(&example_config(up.addr, "ab-router", SPLIT)).await;
     let c = client();
     let resp = c.get(gw.url("/")).send().await.unwrap();
     let variant = resp.headers()["x-variant"].to_str().unwrap().to_owned();
@@ -278,8 +276,9 @@ async fn js_ab_router_remembers_anonymous_visitors_in_a_cookie() {
 
 #[tokio::test]
 async fn js_ab_router_config_errors_name_the_key() {
-    let up = Upstream::echo().await;
-    for (config, expected) in [
+    assert_config_errors(
+        "ab-router",
+        &[
         (
             r#"{ variants = [{ name = "a", weight = 0 }] }"#,
             "invalid config key `variants`: at least one variant needs a weight above 0",
@@ -292,31 +291,16 @@ async fn js_ab_router_config_errors_name_the_key() {
             r#"{ variants = [{ name = "a", weight = 1 }], colour = "blue" }"#,
             "invalid config key `colour`: unknown key; expected one of variants, key_header, cookie, header, salt",
         ),
-    ] {
-        let refused = Gateway::refused(&gateway_config(
-            up.addr,
-            "ab-router",
-            &example("ab-router"),
-            "",
-            config,
-        ))
-        .await;
-        assert!(refused.contains(expected), "{config}: {refused}");
-    }
+        ],
+    )
+    .await;
 }
 
 // ---- C: ip-allowlist --------------------------------------------------------------------------
 
 async fn allowlist_status(config: &str) -> (u16, String, usize) {
     let up = Upstream::echo().await;
-    let gw = Gateway::start(&gateway_config(
-        up.addr,
-        "ip-allowlist",
-        &example("ip-allowlist"),
-        "",
-        config,
-    ))
-    .await;
+    let gw = Gateway::start(&example_config(up.addr, "ip-allowlist", config)).await;
     let resp = client().get(gw.url("/")).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap(), up.hits())
@@ -351,8 +335,9 @@ async fn c_allowlist_deny_wins_over_allow() {
 
 #[tokio::test]
 async fn c_allowlist_config_errors_name_the_entry() {
-    let up = Upstream::echo().await;
-    for (config, expected) in [
+    assert_config_errors(
+        "ip-allowlist",
+        &[
         (
             r#"{ allow = ["10.0.0.0/8", "300.1.1.1/8"] }"#,
             "invalid config key `allow[1]`: `300.1.1.1/8` is not an IP address or CIDR range",
@@ -369,15 +354,7 @@ async fn c_allowlist_config_errors_name_the_entry() {
             r#"{}"#,
             "nothing to check: give `allow` and/or `deny` ranges",
         ),
-    ] {
-        let refused = Gateway::refused(&gateway_config(
-            up.addr,
-            "ip-allowlist",
-            &example("ip-allowlist"),
-            "",
-            config,
-        ))
-        .await;
-        assert!(refused.contains(expected), "{config}: {refused}");
-    }
+        ],
+    )
+    .await;
 }
