@@ -59,10 +59,14 @@ fn help_explains_run_and_check() {
     let (code, stdout, _) = run_cli(&["--help"], Path::new("."));
     assert_eq!(code, 0);
     assert!(
-        stdout.contains("run    Serve the gateway described by CONFIG"),
+        stdout.contains("run     Serve the gateway described by CONFIG"),
         "{stdout}"
     );
-    assert!(stdout.contains("check  Validate CONFIG fully"), "{stdout}");
+    assert!(stdout.contains("check   Validate CONFIG fully"), "{stdout}");
+    assert!(
+        stdout.contains("plugin  Write and check plugins"),
+        "{stdout}"
+    );
     let (_, run_help, _) = run_cli(&["run", "--help"], Path::new("."));
     assert!(run_help.contains("SIGTERM"), "{run_help}");
 }
