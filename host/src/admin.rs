@@ -97,7 +97,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             ),
         },
         (&Method::GET, "/metrics") => {
-            let body = reloader.metrics() + &crate::metrics::encode();
+            let body = reloader.metrics()
+                + &crate::metrics::encode()
+                + &crate::metrics::encode_state(&reloader.current());
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),

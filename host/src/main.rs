@@ -187,6 +187,7 @@ async fn serve(
     plugins: Arc<PluginRuntime>,
     snapshot: Snapshot,
 ) -> anyhow::Result<()> {
+    snapshot.activate();
     let gateway = Gateway::bind(snapshot)?;
     let reloader = Reloader::new(file, plugins, gateway.snapshot());
     if let Err(e) = reload::spawn_watcher(reloader.clone()) {

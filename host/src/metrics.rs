@@ -1,27 +1,39 @@
 //! Prometheus metrics, served by the admin API's `GET /metrics`.
 //!
-//! Label values come from the config (route, plugin and upstream names) or small fixed sets
-//! (status class, fault kind), never from requests, so cardinality is bounded by the config.
-//! The per-route handles are created when a route is built, so counting a request takes no
-//! lock and allocates nothing; handles for the same labels survive reloads.
+//! Label values come from the config (route, plugin, upstream and target names) or small fixed
+//! sets (method, status class, fault kind, retry reason), never from requests, so cardinality
+//! is bounded by the config. Per-route and per-upstream handles are created when the route or
+//! upstream is built, so counting a request takes no lock and allocates nothing; handles for
+//! the same labels survive reloads. State that is read rather than counted (target health,
+//! circuit state, pool sizes) is gathered from the serving snapshot at each scrape.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::snapshot::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
+    method: &'static str,
     status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
     route: String,
 }
 
@@ -33,9 +45,25 @@ struct PluginFaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamErrorLabels {
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamKindLabels {
     upstream: String,
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    upstream: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -43,84 +71,189 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+fn plugin_histogram() -> Histogram {
+    // 1 µs … ~16 ms.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 15))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    durations: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    durations: HistogramFamily<RouteLabel>,
+    plugin_calls: HistogramFamily<PluginLabels>,
     plugin_faults: Family<PluginFaultLabels, Counter>,
-    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_durations: HistogramFamily<UpstreamLabel>,
+    upstream_errors: Family<UpstreamKindLabels, Counter>,
+    retries: Family<UpstreamKindLabels, Counter>,
+    retry_budget_exhausted: Family<UpstreamLabel, Counter>,
+    ejections: Family<UpstreamLabel, Counter>,
+    rate_limit: Family<DecisionLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("wasmgate");
-    let requests = Family::<RequestLabels, Counter>::default();
-    let durations =
-        Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-    let plugin_faults = Family::<PluginFaultLabels, Counter>::default();
-    let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+    let m = Metrics {
+        requests: Family::default(),
+        durations: Family::new_with_constructor(latency_histogram),
+        plugin_calls: Family::new_with_constructor(plugin_histogram),
+        plugin_faults: Family::default(),
+        upstream_durations: Family::new_with_constructor(latency_histogram),
+        upstream_errors: Family::default(),
+        retries: Family::default(),
+        retry_budget_exhausted: Family::default(),
+        ejections: Family::default(),
+        rate_limit: Family::default(),
+        registry: Registry::default(),
+    };
     registry.register(
         "requests",
-        "Requests by route and status class",
-        requests.clone(),
+        "Requests by route, method and status class",
+        m.requests.clone(),
     );
     registry.register(
         "request_duration_seconds",
         "Time to the response head, by route",
-        durations.clone(),
+        m.durations.clone(),
+    );
+    registry.register(
+        "plugin_call_duration_seconds",
+        "Time of one plugin hook call, by plugin and route",
+        m.plugin_calls.clone(),
     );
     registry.register(
         "plugin_faults",
         "Plugin traps, timeouts and memory-limit hits",
-        plugin_faults.clone(),
+        m.plugin_faults.clone(),
+    );
+    registry.register(
+        "upstream_attempt_duration_seconds",
+        "Time from sending an attempt to its response head (or failure), by upstream",
+        m.upstream_durations.clone(),
     );
     registry.register(
         "upstream_errors",
-        "Upstream requests that failed, by kind",
-        upstream_errors.clone(),
+        "Upstream requests that failed or were refused, by kind",
+        m.upstream_errors.clone(),
     );
-    Metrics {
-        registry,
-        requests,
-        durations,
-        plugin_faults,
-        upstream_errors,
-    }
+    registry.register(
+        "upstream_retries",
+        "Retried attempts, by upstream and reason",
+        m.retries.clone(),
+    );
+    registry.register(
+        "upstream_retry_budget_exhausted",
+        "Retries not made because the retry budget was spent",
+        m.retry_budget_exhausted.clone(),
+    );
+    registry.register(
+        "upstream_ejections",
+        "Targets ejected by passive health checks",
+        m.ejections.clone(),
+    );
+    registry.register(
+        "rate_limit_decisions",
+        "Rate-limit checks by outcome",
+        m.rate_limit.clone(),
+    );
+    Metrics { registry, ..m }
 });
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+
+fn method_index(method: &http::Method) -> usize {
+    METHODS[..7]
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(7)
+}
 
 /// Counters for one route (or for requests no route took), created once.
 pub struct RouteMetrics {
-    by_status: [Counter; 5],
+    route: String,
+    /// `[method][status class]`, created on first use so unused pairs export nothing.
+    requests: [[OnceLock<Counter>; 5]; 8],
     duration: Histogram,
+    plugins: Vec<Histogram>,
 }
 
 impl RouteMetrics {
-    /// The handles for `route`.
-    pub fn new(route: &str) -> Self {
+    /// The handles for `route`, whose chain runs `plugins` in order.
+    pub fn new<'a>(route: &str, plugins: impl Iterator<Item = &'a str>) -> Self {
         let m = &*METRICS;
         Self {
-            by_status: STATUS_CLASSES.map(|status| {
-                m.requests
-                    .get_or_create(&RequestLabels {
-                        route: route.to_owned(),
-                        status,
-                    })
-                    .clone()
-            }),
+            route: route.to_owned(),
+            requests: Default::default(),
             duration: m
                 .durations
                 .get_or_create(&RouteLabel {
                     route: route.to_owned(),
                 })
                 .clone(),
+            plugins: plugins
+                .map(|plugin| {
+                    m.plugin_calls
+                        .get_or_create(&PluginLabels {
+                            plugin: plugin.to_owned(),
+                            route: route.to_owned(),
+                        })
+                        .clone()
+                })
+                .collect(),
         }
     }
 
     /// Counts one request.
-    pub fn observe(&self, status: http::StatusCode, elapsed: Duration) {
+    pub fn observe(&self, method: &http::Method, status: http::StatusCode, elapsed: Duration) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.by_status[class].inc();
+        let method = method_index(method);
+        self.requests[method][class]
+            .get_or_init(|| {
+                METRICS
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        method: METHODS[method],
+                        status: STATUS_CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one call of the chain's plugin `i`.
+    pub fn observe_plugin(&self, i: usize, elapsed: Duration) {
+        if let Some(h) = self.plugins.get(i) {
+            h.observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// Handles for one upstream.
+pub struct UpstreamMetrics {
+    duration: Histogram,
+}
+
+impl UpstreamMetrics {
+    /// The handles for `upstream`.
+    pub fn new(upstream: &str) -> Self {
+        Self {
+            duration: METRICS
+                .upstream_durations
+                .get_or_create(&UpstreamLabel {
+                    upstream: upstream.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts one attempt.
+    pub fn observe(&self, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
     }
 }
@@ -137,21 +270,137 @@ pub fn plugin_fault(plugin: &str, route: &str, kind: &'static str) {
         .inc();
 }
 
-/// Counts a failed upstream request (`timeout`, `unreachable`, `overloaded`).
-pub fn upstream_error(upstream: &str, kind: &'static str) {
-    METRICS
-        .upstream_errors
-        .get_or_create(&UpstreamErrorLabels {
+fn upstream_kind(family: &Family<UpstreamKindLabels, Counter>, upstream: &str, kind: &'static str) {
+    family
+        .get_or_create(&UpstreamKindLabels {
             upstream: upstream.to_owned(),
             kind,
         })
         .inc();
 }
 
-/// Every metric in the Prometheus text format.
+/// Counts a failed or refused upstream request (`timeout`, `unreachable`, `reset`,
+/// `overloaded`, `overflow`, `circuit_open`, `no_healthy_target`).
+pub fn upstream_error(upstream: &str, kind: &'static str) {
+    upstream_kind(&METRICS.upstream_errors, upstream, kind);
+}
+
+/// Counts a retry (`connect`, `timeout`, `reset`, `status`).
+pub fn upstream_retry(upstream: &str, reason: &'static str) {
+    upstream_kind(&METRICS.retries, upstream, reason);
+}
+
+/// Counts a retry the budget did not allow.
+pub fn retry_budget_exhausted(upstream: &str) {
+    METRICS
+        .retry_budget_exhausted
+        .get_or_create(&UpstreamLabel {
+            upstream: upstream.to_owned(),
+        })
+        .inc();
+}
+
+/// Counts a passive-health ejection.
+pub fn upstream_ejection(upstream: &str) {
+    METRICS
+        .ejections
+        .get_or_create(&UpstreamLabel {
+            upstream: upstream.to_owned(),
+        })
+        .inc();
+}
+
+/// Counts a rate-limit decision.
+pub fn rate_limit_decision(allowed: bool) {
+    static HANDLES: LazyLock<[Counter; 2]> = LazyLock::new(|| {
+        ["limited", "allowed"].map(|decision| {
+            METRICS
+                .rate_limit
+                .get_or_create(&DecisionLabels { decision })
+                .clone()
+        })
+    });
+    HANDLES[usize::from(allowed)].inc();
+}
+
+/// Every counter and histogram in the Prometheus text format, without the final `# EOF`.
 pub fn encode() -> String {
     let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &METRICS.registry).is_err() {
+    if prometheus_client::encoding::text::encode_registry(&mut text, &METRICS.registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// The state of `snapshot` as gauges: target health and load, circuit state, pool sizes.
+/// Ends with `# EOF`.
+pub fn encode_state(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::with_prefix("wasmgate");
+    let healthy = Family::<TargetLabels, Gauge>::default();
+    let outstanding = Family::<TargetLabels, Gauge>::default();
+    let circuit = Family::<UpstreamLabel, Gauge>::default();
+    let in_flight = Family::<UpstreamLabel, Gauge>::default();
+    let idle = Family::<PluginLabels, Gauge>::default();
+    let now = crate::upstream::health::now_ms();
+    for (name, upstream) in &snapshot.upstreams {
+        for target in upstream.targets() {
+            let labels = TargetLabels {
+                upstream: name.clone(),
+                target: target.authority.to_string(),
+            };
+            healthy
+                .get_or_create(&labels)
+                .set(i64::from(target.health.available(now)));
+            outstanding
+                .get_or_create(&labels)
+                .set(i64::from(target.outstanding()));
+        }
+        if let Some(c) = upstream.circuit() {
+            let label = UpstreamLabel {
+                upstream: name.clone(),
+            };
+            circuit.get_or_create(&label).set(c.state() as i64);
+            in_flight
+                .get_or_create(&label)
+                .set(i64::from(c.in_flight()));
+        }
+    }
+    for route in snapshot.routes.iter() {
+        for pool in &route.chain {
+            idle.get_or_create(&PluginLabels {
+                plugin: pool.plugin().name().to_owned(),
+                route: route.name.to_string(),
+            })
+            .set(pool.idle_instances() as i64);
+        }
+    }
+    registry.register(
+        "upstream_target_healthy",
+        "1 when the target takes requests (healthy and not ejected), else 0",
+        healthy,
+    );
+    registry.register(
+        "upstream_target_outstanding",
+        "Requests in flight to the target",
+        outstanding,
+    );
+    registry.register(
+        "upstream_circuit_state",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+        circuit,
+    );
+    registry.register(
+        "upstream_circuit_in_flight",
+        "Requests in flight counted by the circuit breaker",
+        in_flight,
+    );
+    registry.register(
+        "plugin_pool_idle_instances",
+        "Warm plugin instances waiting for a request, by plugin and route",
+        idle,
+    );
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();
     }
     text
@@ -161,14 +410,26 @@ pub fn encode() -> String {
 mod tests {
     #[test]
     fn encodes_counted_requests() {
-        let route = super::RouteMetrics::new("unit");
-        route.observe(http::StatusCode::OK, std::time::Duration::from_millis(3));
-        let mut text = String::new();
-        let result = prometheus_client::encoding::text::encode(&mut text, &super::METRICS.registry);
-        assert!(result.is_ok(), "{result:?}");
+        let route = super::RouteMetrics::new("unit", ["p"].into_iter());
+        route.observe(
+            &http::Method::GET,
+            http::StatusCode::OK,
+            std::time::Duration::from_millis(3),
+        );
+        route.observe_plugin(0, std::time::Duration::from_micros(5));
+        let text = super::encode();
         assert!(
-            text.contains("wasmgate_requests_total{route=\"unit\",status=\"2xx\"} 1"),
+            text.contains(
+                "wasmgate_requests_total{route=\"unit\",method=\"GET\",status=\"2xx\"} 1"
+            ),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "wasmgate_plugin_call_duration_seconds_count{plugin=\"p\",route=\"unit\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("method=\"POST\",status=\"2xx\""), "{text}");
     }
 }

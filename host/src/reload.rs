@@ -132,6 +132,7 @@ impl Reloader {
         let next = Snapshot::build(&self.runtime, &file, Some(&old))
             .await
             .map_err(|e| e.to_string())?;
+        next.activate();
         self.current.store(Arc::new(next));
         Ok(())
     }

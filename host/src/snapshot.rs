@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::adaptive::AdaptiveSettings;
 use crate::config::raw::{OnRedisError, RateLimitBackendName, RouteSection};
 use crate::config::{ConfigError, ConfigFile, Problem};
 use crate::plugin::{
@@ -20,7 +19,7 @@ use crate::plugin::{
 };
 use crate::router::{HostMatch, Matcher, PathMatch, RouteTable};
 use crate::tls;
-use crate::upstream::{self, Upstream, UpstreamSettings};
+use crate::upstream::Upstream;
 
 /// Gateway-wide limits.
 #[derive(Debug, Clone)]
@@ -99,7 +98,10 @@ impl Route {
                 .any(|p| p.wants_response() && p.bodies().response.is_some()),
         };
         Self {
-            metrics: crate::metrics::RouteMetrics::new(&name),
+            metrics: crate::metrics::RouteMetrics::new(
+                &name,
+                chain.iter().map(|p| p.plugin().name()),
+            ),
             name,
             upstream,
             strip_prefix,
@@ -137,6 +139,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     /// Limits.
     pub server: ServerSettings,
+    /// Every `[upstreams.<name>]` entry, by name.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
 }
 
 /// Runtime options derived from a config, needed before any snapshot is built.
@@ -177,6 +181,14 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl Snapshot {
+    /// Starts what runs beside the requests (active health checks), once the snapshot is the
+    /// one serving. Call on a Tokio runtime; upstreams kept from the last snapshot keep theirs.
+    pub fn activate(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.start_health_checks();
+        }
+    }
+
     /// Builds and validates a snapshot from `file`. Plugin pools of `previous` whose module,
     /// settings, route and config are unchanged are kept, warm instances and all.
     pub async fn build(
@@ -201,7 +213,7 @@ impl Snapshot {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let upstreams = builder.upstreams(workers);
+        let upstreams = builder.upstreams(workers, previous);
         let plugins = builder.plugins(runtime).await;
         let mut routes = Vec::new();
         let mut seen = HashMap::new();
@@ -250,6 +262,7 @@ impl Snapshot {
             config_hash: file.content_hash(),
             plugins: plugins.into_iter().collect(),
             routes: RouteTable::new(routes),
+            upstreams: upstreams.into_iter().collect(),
             listeners,
             server: ServerSettings {
                 max_header_bytes: usize::try_from(s.max_header_bytes.as_u64())
@@ -303,49 +316,40 @@ impl Builder<'_> {
         specs
     }
 
-    fn upstreams(&mut self, workers: usize) -> HashMap<String, Arc<Upstream>> {
+    /// The upstreams; those whose config is unchanged since `previous` are kept, with their
+    /// target health, circuit state, retry budget and pooled connections.
+    fn upstreams(
+        &mut self,
+        workers: usize,
+        previous: Option<&Snapshot>,
+    ) -> HashMap<String, Arc<Upstream>> {
         let mut upstreams = HashMap::new();
         for (name, section) in &self.file.raw.upstreams {
             let span = section.span();
-            let section = section.get_ref();
-            if section.targets.is_empty() {
-                self.problem(span, format!("upstream `{name}` has no targets"));
-                continue;
-            }
-            let mut targets = Vec::new();
-            for target in &section.targets {
-                match upstream::parse_target(target) {
-                    Ok(t) => targets.push(t),
-                    Err(e) => self.problem(span.clone(), format!("upstream `{name}`: {e}")),
-                }
-            }
-            let settings = UpstreamSettings {
-                connect_timeout: section.connect_timeout,
-                request_timeout: section.request_timeout,
-                idle_timeout: section.idle_timeout,
-                max_idle_per_target: section.max_idle_per_target,
-                adaptive: section
-                    .adaptive_concurrency
-                    .as_ref()
-                    .map(|a| AdaptiveSettings {
-                        initial: a.initial,
-                        min: a.min,
-                        max: a.max,
-                        latency_threshold: a.latency_threshold,
-                    }),
+            let resolved =
+                match crate::config::upstream::resolve(section.get_ref(), &self.file.base_dir()) {
+                    Ok(resolved) => resolved,
+                    Err(problems) => {
+                        for problem in problems {
+                            self.problem(span.clone(), format!("upstream `{name}`: {problem}"));
+                        }
+                        continue;
+                    }
+                };
+            let kept = previous
+                .and_then(|p| p.upstreams.get(name))
+                .filter(|u| u.fingerprint() == resolved.fingerprint);
+            let upstream = match kept {
+                Some(upstream) => upstream.clone(),
+                None => Arc::new(Upstream::new(
+                    name,
+                    resolved.fingerprint,
+                    resolved.targets,
+                    resolved.settings,
+                    workers,
+                )),
             };
-            if let Some(a) = &section.adaptive_concurrency
-                && (a.min == 0 || a.min > a.max)
-            {
-                self.problem(
-                    span.clone(),
-                    format!("upstream `{name}`: adaptive_concurrency needs 1 <= min <= max"),
-                );
-            }
-            upstreams.insert(
-                name.clone(),
-                Arc::new(Upstream::new(name, targets, &settings, workers)),
-            );
+            upstreams.insert(name.clone(), upstream);
         }
         upstreams
     }

@@ -2,6 +2,7 @@
 //! file, line, column, the route or plugin concerned, and the reason.
 
 pub mod raw;
+pub mod upstream;
 
 use std::fmt;
 use std::ops::Range;

@@ -192,12 +192,19 @@ pub struct Tls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    /// `host:port` of each server; requests go round-robin.
-    pub targets: Vec<String>,
+    /// Each server: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+    pub targets: Vec<TargetEntry>,
+    /// How requests are spread: `round-robin` (default; weights apply), `weighted` (the
+    /// same), `least-outstanding` or `consistent-hash`.
+    #[serde(default)]
+    pub balance: crate::upstream::balance::Strategy,
+    /// With `consistent-hash`: `"header:<name>"`, `"cookie:<name>"` or `"client-ip"`.
+    pub hash_on: Option<String>,
     /// Time allowed to establish a connection; past it the request gets 504.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Time allowed for the response head once the request is sent; past it 504.
+    /// Time allowed for the response head once the request is sent, over all attempts;
+    /// past it 504.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// How long an idle pooled connection is kept.
@@ -208,6 +215,198 @@ pub struct UpstreamSection {
     pub max_idle_per_target: usize,
     /// Shed load with 503 when the upstream slows down (AIMD concurrency limit).
     pub adaptive_concurrency: Option<AdaptiveSection>,
+    /// Active health checks: a `GET` to each target every interval.
+    pub health_check: Option<HealthCheckSection>,
+    /// Passive health checks (on by default): `false` turns them off, a table tunes them.
+    pub outlier_detection: Option<Toggle<OutlierSection>>,
+    /// Caps on requests in flight and a breaker that opens on a failure ratio.
+    pub circuit_breaker: Option<CircuitSection>,
+    /// Retries of failed attempts.
+    pub retry: Option<RetrySection>,
+    /// TLS to the targets: `true` (system roots) or a table.
+    pub tls: Option<Toggle<UpstreamTlsSection>>,
+    /// Speak HTTP/2 to the targets: by ALPN with `tls`, with prior knowledge (h2c) without.
+    #[serde(default)]
+    pub http2: bool,
+}
+
+/// A target as written.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TargetEntry {
+    /// `"host:port"`, weight 1.
+    Addr(String),
+    /// `{ addr = "host:port", weight = 3 }`.
+    Weighted {
+        /// `host:port`.
+        addr: String,
+        /// Share of requests relative to the other targets (1–1000).
+        weight: u32,
+    },
+}
+
+/// `true`/`false`, or a table of settings (`true` means the defaults).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Toggle<T> {
+    /// On with defaults, or off.
+    Switch(bool),
+    /// On with these settings.
+    Settings(T),
+}
+
+/// An upstream's `health_check` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// Path probed with `GET`.
+    pub path: String,
+    /// Time between probes.
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time a probe may take.
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Passing probes in a row that make an unhealthy target healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failing probes in a row that make a healthy target unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Passing statuses: numbers, `"2xx"` or `"200-299"` (default `["200-399"]`).
+    #[serde(default)]
+    pub expected_statuses: Vec<StatusEntry>,
+}
+
+/// A status or a range of statuses.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusEntry {
+    /// `204`.
+    Code(u16),
+    /// `"2xx"` or `"200-299"`.
+    Range(String),
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// An upstream's `outlier_detection` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    /// Failures in a row (connect errors, timeouts, 5xx) that eject a target.
+    pub consecutive_failures: Option<u32>,
+    /// The first ejection's length; each further one adds as much again.
+    #[serde(default, with = "humantime_serde")]
+    pub base_ejection: Option<Duration>,
+    /// The longest ejection.
+    #[serde(default, with = "humantime_serde")]
+    pub max_ejection: Option<Duration>,
+    /// At most this share of the targets is ejected at once.
+    pub max_ejection_percent: Option<u8>,
+}
+
+/// An upstream's `circuit_breaker` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitSection {
+    /// Requests in flight to the upstream at once; more get 503 at once.
+    pub max_requests: Option<u32>,
+    /// Share of failed requests (0–1) in the window that opens the circuit.
+    pub failure_ratio: Option<f64>,
+    /// Requests the window must hold before the ratio counts.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// The sliding window.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// How long an open circuit refuses requests before it lets probes through.
+    #[serde(default = "default_open_for", with = "humantime_serde")]
+    pub open_for: Duration,
+    /// Probe requests let through while half-open.
+    #[serde(default = "default_half_open")]
+    pub half_open_requests: u32,
+}
+
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_open_for() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_half_open() -> u32 {
+    1
+}
+
+/// An upstream's `retry` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Further attempts after the first.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Statuses retried (idempotent methods only).
+    #[serde(default = "default_retry_statuses")]
+    pub statuses: Vec<u16>,
+    /// Also retry POST and PATCH on statuses and timeouts.
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Time one attempt may take to its response head.
+    #[serde(default, with = "humantime_serde")]
+    pub per_try_timeout: Option<Duration>,
+    /// First back-off between attempts (doubling, with jitter).
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Retries may add this share of requests…
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// …plus this many a second.
+    #[serde(default = "default_budget_min")]
+    pub budget_min_per_second: u32,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+fn default_retry_statuses() -> Vec<u16> {
+    vec![502, 503, 504]
+}
+fn default_backoff() -> Duration {
+    Duration::from_millis(25)
+}
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_min() -> u32 {
+    10
+}
+
+/// An upstream's `tls` table.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM file of the CAs to trust instead of the system's web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// Name sent in SNI and checked against the certificate (default: the target's host).
+    pub server_name: Option<String>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `key`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<PathBuf>,
 }
 
 /// An upstream's `adaptive_concurrency` table.

@@ -72,6 +72,12 @@ impl RateLimiter {
 
     /// Checks and, if allowed, counts `cost` for `key` against `limit` per `window_ms`.
     pub async fn check(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
+        let decision = self.decide(key, limit, window_ms, cost).await;
+        crate::metrics::rate_limit_decision(decision.allowed);
+        decision
+    }
+
+    async fn decide(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
         if let Some(redis) = &self.redis {
             match redis.check(&key, limit, window_ms, cost).await {
                 Ok(decision) => return decision,

@@ -27,8 +27,16 @@ pub enum GatewayError {
     UpstreamUnreachable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
-    /// The upstream's adaptive concurrency limit is reached: shed before it falls over.
+    /// The upstream's adaptive concurrency limit or its circuit breaker's `max_requests` is
+    /// reached: shed before it falls over.
     UpstreamOverloaded,
+    /// The upstream's circuit is open: no call is made until it half-opens.
+    CircuitOpen {
+        /// Seconds until probes are let through.
+        retry_after: u32,
+    },
+    /// Every target of the upstream is unhealthy or ejected.
+    NoHealthyTarget,
     /// A plugin failed (trap, deadline, memory) and its policy is `fail`.
     PluginFailed,
 }
@@ -44,7 +52,9 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamOverloaded
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::NoHealthyTarget => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +72,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => "upstream unreachable",
             GatewayError::UpstreamTimeout => "upstream timed out",
             GatewayError::UpstreamOverloaded => "upstream overloaded, retry shortly",
+            GatewayError::CircuitOpen { .. } => "upstream circuit open, retry later",
+            GatewayError::NoHealthyTarget => "no healthy upstream target",
             GatewayError::PluginFailed => "a plugin failed while handling the request",
         }
     }
@@ -74,9 +86,14 @@ impl GatewayError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if self == GatewayError::UpstreamOverloaded {
+        let retry_after = match self {
+            GatewayError::UpstreamOverloaded | GatewayError::NoHealthyTarget => Some(1),
+            GatewayError::CircuitOpen { retry_after } => Some(retry_after),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         resp
     }

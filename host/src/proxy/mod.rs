@@ -15,6 +15,7 @@
 
 pub mod body;
 mod buffer;
+mod dispatch;
 pub mod error;
 pub mod forward;
 
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
@@ -37,7 +38,9 @@ use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Upstream;
 use body::ProxyBody;
 use buffer::Buffered;
+use dispatch::{Attempted, Outbound, OutboundBody};
 use error::GatewayError;
+use http_body::Body as _;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +66,7 @@ struct Outcome<'a> {
 
 /// Requests no route took.
 static NO_ROUTE_METRICS: std::sync::LazyLock<crate::metrics::RouteMetrics> =
-    std::sync::LazyLock::new(|| crate::metrics::RouteMetrics::new("-"));
+    std::sync::LazyLock::new(|| crate::metrics::RouteMetrics::new("-", std::iter::empty()));
 
 /// Handles one request on `snapshot`. Never fails: every failure is a response.
 pub async fn handle(
@@ -123,8 +126,8 @@ pub async fn handle(
         .insert(&forward::REQUEST_ID, request_id.clone());
     let elapsed = started.elapsed();
     match &route {
-        Some(route) => route.metrics.observe(response.status(), elapsed),
-        None => NO_ROUTE_METRICS.observe(response.status(), elapsed),
+        Some(route) => route.metrics.observe(&method, response.status(), elapsed),
+        None => NO_ROUTE_METRICS.observe(&method, response.status(), elapsed),
     }
     let entry = crate::access_log::Entry {
         received: (received, started),
@@ -180,7 +183,9 @@ async fn run_route<'r>(
         let timer = Instant::now();
         let (back, result) = pool.on_request(exchange).await;
         exchange = back;
-        outcome.plugin_time += timer.elapsed();
+        let took = timer.elapsed();
+        route.metrics.observe_plugin(i, took);
+        outcome.plugin_time += took;
         let fault = match result {
             Ok(Action::Continue) => continue,
             Ok(Action::Respond(reply)) => match reply_into_response(reply) {
@@ -215,18 +220,21 @@ async fn run_route<'r>(
             None => GatewayError::NoResponder.response(),
             Some(upstream) => {
                 outcome.upstream = Some(upstream.name());
-                let outgoing = client_body.outgoing(&exchange, max_body);
-                forward(
+                let body = client_body.outgoing(&exchange, max_body);
+                let out = outbound(
                     upstream,
                     route,
                     &mut exchange,
-                    outgoing,
+                    body,
                     keep_request,
                     request_id,
-                    &mut outcome.target,
-                )
-                .await
-                .unwrap_or_else(GatewayError::response)
+                );
+                let mut attempted = Attempted::default();
+                let response = dispatch::send(upstream, out, &mut attempted)
+                    .await
+                    .unwrap_or_else(GatewayError::response);
+                outcome.target = attempted.target;
+                response
             }
         },
     };
@@ -273,7 +281,9 @@ async fn run_route<'r>(
             let timer = Instant::now();
             let (back, result) = pool.on_response(exchange).await;
             exchange = back;
-            outcome.plugin_time += timer.elapsed();
+            let took = timer.elapsed();
+            route.metrics.observe_plugin(i, took);
+            outcome.plugin_time += took;
             if let Err(fault) = result
                 && handle_fault(pool, &fault, request_id) == FailurePolicy::Fail
             {
@@ -341,28 +351,24 @@ impl ClientBody {
     }
 
     /// The body to send upstream: what plugins left (or set), else the client's.
-    fn outgoing(self, exchange: &Exchange, max_body: u64) -> Outgoing {
+    fn outgoing(self, exchange: &Exchange, max_body: u64) -> OutboundBody {
         if let Some(bytes) = &exchange.request_body {
-            return Outgoing::Complete(bytes.clone());
+            return OutboundBody::Complete(bytes.clone());
         }
         match self {
-            ClientBody::Streaming(incoming) => Outgoing::Streaming(body::stream(Limited::new(
+            // No body at all (most GETs): nothing to stream, and the request can be retried.
+            ClientBody::Streaming(incoming) if incoming.is_end_stream() => {
+                OutboundBody::Complete(Bytes::new())
+            }
+            ClientBody::Streaming(incoming) => OutboundBody::Streaming(body::stream(Limited::new(
                 incoming,
                 usize::try_from(max_body).unwrap_or(usize::MAX),
             ))),
             // Read, and no plugin left a body: the client sent none that decoded to anything.
-            ClientBody::Read => Outgoing::Complete(Bytes::new()),
-            ClientBody::Opaque(bytes) => Outgoing::Complete(bytes),
+            ClientBody::Read => OutboundBody::Complete(Bytes::new()),
+            ClientBody::Opaque(bytes) => OutboundBody::Complete(bytes),
         }
     }
-}
-
-/// A request body as it leaves for the upstream.
-enum Outgoing {
-    /// Complete: sent with a matching `content-length`.
-    Complete(Bytes),
-    /// Streamed as the client sends it.
-    Streaming(ProxyBody),
 }
 
 /// Whether a response to `method` with `status` can carry a body (RFC 9110 §6.4.1).
@@ -390,40 +396,29 @@ fn handle_fault(pool: &PluginPool, fault: &PluginFault, request_id: &HeaderValue
     policy
 }
 
-/// Sends the request upstream and returns the response head with the body streaming.
-async fn forward(
+/// The request as it goes upstream: hop-by-hop fields removed, `X-Forwarded-*` and the
+/// request id set, the route's prefix stripped, and an `Upgrade` carried through.
+fn outbound(
     upstream: &Upstream,
     route: &Route,
     exchange: &mut Exchange,
-    outgoing: Outgoing,
+    body: OutboundBody,
     keep_request: bool,
     request_id: &HeaderValue,
-    target_used: &mut Option<String>,
-) -> Result<Response<ProxyBody>, GatewayError> {
-    let permit = match upstream.adaptive() {
-        Some(limit) => match limit.try_acquire() {
-            Some(permit) => Some(permit),
-            None => {
-                crate::metrics::upstream_error(upstream.name(), "overloaded");
-                return Err(GatewayError::UpstreamOverloaded);
-            }
-        },
+) -> Outbound {
+    let original = &mut exchange.request;
+    let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
+    let host = authority(original).map(str::to_owned);
+    let upgrade = match original.headers.get(header::UPGRADE) {
+        Some(protocol) => original
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .map(|on| (protocol.clone(), on)),
         None => None,
     };
-    let target = upstream.pick();
-    *target_used = Some(target.to_string());
-    let original = &exchange.request;
-    let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| GatewayError::UpstreamUnreachable)?;
-    let host = authority(original).map(str::to_owned);
     let mut headers = match keep_request {
         true => original.headers.clone(),
-        false => std::mem::take(&mut exchange.request.headers),
+        false => std::mem::take(&mut original.headers),
     };
     forward::strip_hop_by_hop(&mut headers);
     forward::set_forwarded(
@@ -443,66 +438,23 @@ async fn forward(
         // Plugins read response bodies here: ask for them uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
     }
-    let body = match outgoing {
-        Outgoing::Complete(bytes) => {
-            if !bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH) {
-                buffer::set_length(&mut headers, bytes.len());
-            }
-            body::full(bytes)
-        }
-        Outgoing::Streaming(body) => body,
-    };
-    let mut request = Request::new(body);
-    *request.method_mut() = exchange.request.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-
-    let sent = tokio::time::timeout(
-        upstream.request_timeout(),
-        upstream.client().request(request),
-    )
-    .await;
-    if let Some(permit) = permit {
-        let failed = !matches!(&sent, Ok(Ok(resp)) if !resp.status().is_server_error());
-        permit.done(failed);
+    if let OutboundBody::Complete(bytes) = &body
+        && (!bytes.is_empty() || headers.contains_key(header::CONTENT_LENGTH))
+    {
+        buffer::set_length(&mut headers, bytes.len());
     }
-    let response = match sent {
-        Err(_elapsed) => {
-            tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, "upstream timed out");
-            crate::metrics::upstream_error(upstream.name(), "timeout");
-            return Err(GatewayError::UpstreamTimeout);
-        }
-        Ok(Err(e)) => {
-            if error::is_body_limit(&e) {
-                return Err(GatewayError::BodyTooLarge);
-            }
-            let timed_out = e.is_connect() && error::is_timeout(&e);
-            tracing::warn!(
-                target: "wasmgate::upstream",
-                upstream = upstream.name(),
-                %target,
-                error = %error::chain(&e),
-                "upstream request failed",
-            );
-            crate::metrics::upstream_error(
-                upstream.name(),
-                if timed_out { "timeout" } else { "unreachable" },
-            );
-            return Err(match timed_out {
-                true => GatewayError::UpstreamTimeout,
-                false => GatewayError::UpstreamUnreachable,
-            });
-        }
-        Ok(Ok(response)) => response,
-    };
-    let (mut head, body) = response.into_parts();
-    forward::strip_hop_by_hop(&mut head.headers);
-    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        // Upgrades are not proxied: without the upgrade headers the 101 would be meaningless.
-        return Err(GatewayError::UpstreamUnreachable);
+    let upgrade = upgrade.map(|(protocol, on)| {
+        dispatch::keep_upgrade(&mut headers, protocol);
+        on
+    });
+    Outbound {
+        method: exchange.request.method.clone(),
+        path_and_query,
+        hash_key: upstream.hash_key(&headers, exchange.client_ip),
+        headers,
+        body,
+        upgrade,
     }
-    Ok(Response::from_parts(head, body::stream(body)))
 }
 
 /// The path and query sent upstream, with the route's prefix removed when configured.

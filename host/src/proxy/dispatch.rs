@@ -1,0 +1,296 @@
+//! The upstream call: circuit breaker, target choice, attempts with per-try timeouts and
+//! budgeted retries, passive health accounting, and `Upgrade` (WebSocket) tunnels.
+//!
+//! A retry is decided on an attempt's response head, which is then dropped: the client only
+//! ever receives the head and body of the last attempt, so nothing it has seen is repeated.
+//! Only bodies the gateway holds whole can be sent twice; a request body still streaming
+//! from the client gets one attempt.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::body::{self, ProxyBody};
+use super::error::{self, GatewayError};
+use crate::upstream::Upstream;
+use crate::upstream::retry::Failure;
+
+/// A request ready for the upstream, except for its target.
+pub struct Outbound {
+    /// Method.
+    pub method: Method,
+    /// Path and query sent upstream.
+    pub path_and_query: PathAndQuery,
+    /// Headers, hop-by-hop fields removed.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: OutboundBody,
+    /// The client's side of an `Upgrade`, when the client asked for one.
+    pub upgrade: Option<OnUpgrade>,
+    /// The consistent-hash key, if any.
+    pub hash_key: Option<u64>,
+}
+
+/// A request body on its way upstream.
+pub enum OutboundBody {
+    /// Held whole: can be sent again.
+    Complete(Bytes),
+    /// Streaming from the client: one attempt only.
+    Streaming(ProxyBody),
+}
+
+/// What happened, for the access log.
+#[derive(Default)]
+pub struct Attempted {
+    /// The last target tried.
+    pub target: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Sends `out` to `upstream` and returns the response head with its body streaming.
+pub async fn send(
+    upstream: &Upstream,
+    mut out: Outbound,
+    attempted: &mut Attempted,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let permit = match upstream.adaptive() {
+        Some(limit) => match limit.try_acquire() {
+            Some(permit) => Some(permit),
+            None => {
+                crate::metrics::upstream_error(upstream.name(), "overloaded");
+                return Err(GatewayError::UpstreamOverloaded);
+            }
+        },
+        None => None,
+    };
+    let admission = match upstream.circuit().map(|c| c.admit()) {
+        None => None,
+        Some(Ok(admission)) => Some(admission),
+        Some(Err(refusal)) => {
+            use crate::upstream::circuit::Refusal;
+            return Err(match refusal {
+                Refusal::Open(wait) => {
+                    crate::metrics::upstream_error(upstream.name(), "circuit_open");
+                    GatewayError::CircuitOpen {
+                        retry_after: wait.as_secs().max(1) as u32,
+                    }
+                }
+                Refusal::Full => {
+                    crate::metrics::upstream_error(upstream.name(), "overflow");
+                    GatewayError::UpstreamOverloaded
+                }
+            });
+        }
+    };
+    let result = attempts(upstream, &mut out, attempted).await;
+    let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
+    if let Some(permit) = permit {
+        permit.done(!ok);
+    }
+    if let (Some(circuit), Some(admission)) = (upstream.circuit(), admission) {
+        circuit.done(admission, ok);
+    }
+    let mut response = result?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return tunnel(upstream, response, out.upgrade.take());
+    }
+    super::forward::strip_hop_by_hop(response.headers_mut());
+    Ok(response.map(body::stream))
+}
+
+/// One attempt after another until one succeeds, the failure is not retried, or the budget,
+/// the attempts or the request timeout run out.
+async fn attempts(
+    upstream: &Upstream,
+    out: &mut Outbound,
+    attempted: &mut Attempted,
+) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+    let started = Instant::now();
+    let deadline = upstream.request_timeout();
+    let retry = upstream.retry();
+    if let Some((_, budget)) = retry {
+        budget.deposit();
+    }
+    let max_attempts = 1 + retry.map_or(0, |(r, _)| r.retries);
+    let mut avoid = None;
+    loop {
+        let Some((i, in_flight)) = upstream.pick(out.hash_key, avoid) else {
+            crate::metrics::upstream_error(upstream.name(), "no_healthy_target");
+            return Err(GatewayError::NoHealthyTarget);
+        };
+        let target = &upstream.targets()[i].authority;
+        attempted.target = Some(target.to_string());
+        attempted.attempts += 1;
+        let replay = match &out.body {
+            OutboundBody::Complete(bytes) => Some(bytes.clone()),
+            OutboundBody::Streaming(_) => None,
+        };
+        let body = match replay.clone() {
+            Some(bytes) => body::full(bytes),
+            None => {
+                std::mem::replace(&mut out.body, OutboundBody::Complete(Bytes::new())).into_stream()
+            }
+        };
+        let request = request(upstream, target, out, body)?;
+        let left = deadline.saturating_sub(started.elapsed());
+        let per_try = retry
+            .and_then(|(r, _)| r.per_try_timeout)
+            .map_or(left, |t| t.min(left));
+        let timer = Instant::now();
+        let sent = tokio::time::timeout(per_try, upstream.client().request(request)).await;
+        upstream.observe(timer.elapsed());
+        drop(in_flight);
+        let (failure, result) = match sent {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                upstream.record(i, !status.is_server_error());
+                let retried = retry.is_some_and(|(r, _)| r.statuses.contains(&status.as_u16()));
+                match retried {
+                    true => (Some(Failure::Status(status)), Ok(response)),
+                    false => return Ok(response),
+                }
+            }
+            Err(_elapsed) => {
+                upstream.record(i, false);
+                tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, timeout = ?per_try, "upstream attempt timed out");
+                crate::metrics::upstream_error(upstream.name(), "timeout");
+                (Some(Failure::Timeout), Err(GatewayError::UpstreamTimeout))
+            }
+            Ok(Err(e)) => {
+                if error::is_body_limit(&e) {
+                    return Err(GatewayError::BodyTooLarge);
+                }
+                upstream.record(i, false);
+                let connect = e.is_connect();
+                let timed_out = connect && error::is_timeout(&e);
+                tracing::warn!(
+                    target: "wasmgate::upstream",
+                    upstream = upstream.name(),
+                    %target,
+                    error = %error::chain(&e),
+                    "upstream request failed",
+                );
+                let (kind, failure, gateway_error) = match (connect, timed_out) {
+                    (true, true) => ("timeout", Failure::Connect, GatewayError::UpstreamTimeout),
+                    (true, false) => (
+                        "unreachable",
+                        Failure::Connect,
+                        GatewayError::UpstreamUnreachable,
+                    ),
+                    (false, _) => ("reset", Failure::Reset, GatewayError::UpstreamUnreachable),
+                };
+                crate::metrics::upstream_error(upstream.name(), kind);
+                (Some(failure), Err(gateway_error))
+            }
+        };
+        let Some(failure) = failure else {
+            return result;
+        };
+        let may_retry = retry.is_some_and(|(r, _)| r.retries_on(&out.method, failure))
+            && replay.is_some()
+            && out.upgrade.is_none()
+            && attempted.attempts < max_attempts
+            && started.elapsed() < deadline;
+        if !may_retry {
+            return result;
+        }
+        let Some((settings, budget)) = retry else {
+            return result;
+        };
+        if !budget.withdraw() {
+            crate::metrics::retry_budget_exhausted(upstream.name());
+            return result;
+        }
+        crate::metrics::upstream_retry(upstream.name(), failure.as_str());
+        tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), %target, reason = failure.as_str(), attempt = attempted.attempts + 1, "retrying on another target");
+        // The failed response (if any) is dropped here, unseen by the client.
+        drop(result);
+        let pause = settings.backoff(attempted.attempts);
+        tokio::time::sleep(pause.min(deadline.saturating_sub(started.elapsed()))).await;
+        avoid = Some(i);
+    }
+}
+
+impl OutboundBody {
+    fn into_stream(self) -> ProxyBody {
+        match self {
+            OutboundBody::Complete(bytes) => body::full(bytes),
+            OutboundBody::Streaming(body) => body,
+        }
+    }
+}
+
+fn request(
+    upstream: &Upstream,
+    target: &http::uri::Authority,
+    out: &Outbound,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, GatewayError> {
+    let uri = Uri::builder()
+        .scheme(upstream.scheme())
+        .authority(target.clone())
+        .path_and_query(out.path_and_query.clone())
+        .build()
+        .map_err(|_| GatewayError::UpstreamUnreachable)?;
+    let mut request = Request::new(body);
+    *request.method_mut() = out.method.clone();
+    *request.uri_mut() = uri;
+    // hyper picks the version for the connection (HTTP/1.1, or h2 when negotiated).
+    *request.version_mut() = match upstream.settings().http2 {
+        true => Version::HTTP_2,
+        false => Version::HTTP_11,
+    };
+    *request.headers_mut() = out.headers.clone();
+    if upstream.settings().http2 {
+        // HTTP/2 carries the authority in `:authority`, and forbids connection fields.
+        request.headers_mut().remove(header::HOST);
+    }
+    Ok(request)
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies bytes both ways
+/// until either side closes. Returns the 101 for the client.
+fn tunnel(
+    upstream: &Upstream,
+    mut response: Response<hyper::body::Incoming>,
+    client: Option<OnUpgrade>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let Some(client) = client else {
+        // The upstream switched protocols the client never asked for.
+        return Err(GatewayError::UpstreamUnreachable);
+    };
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let name = upstream.name().to_owned();
+    tokio::spawn(async move {
+        let (client, upstream_io) = match tokio::try_join!(client, upstream_side) {
+            Ok(pair) => pair,
+            Err(e) => {
+                return tracing::debug!(target: "wasmgate::upstream", upstream = name, error = %e, "upgrade failed");
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream_io = TokioIo::new(upstream_io);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream_io).await {
+            Ok((up, down)) => {
+                tracing::debug!(target: "wasmgate::upstream", upstream = name, bytes_up = up, bytes_down = down, "upgraded connection closed")
+            }
+            Err(e) => {
+                tracing::debug!(target: "wasmgate::upstream", upstream = name, error = %e, "upgraded connection ended")
+            }
+        }
+    });
+    let (head, _) = response.into_parts();
+    Ok(Response::from_parts(head, body::empty()))
+}
+
+/// Marks `headers` for an upgrade to `protocol` (after hop-by-hop fields were removed).
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
