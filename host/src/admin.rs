@@ -7,6 +7,8 @@
 //! - `GET /routes`: the routes in match order, with their upstream and plugin chain;
 //! - `GET /plugins`: each plugin's module hash, grants and limits, and its pools (route, idle
 //!   instances, hooks, bodies);
+//! - `GET /upstreams`: each upstream's balancing, circuit state and targets with their
+//!   health (by active checks and passive ejection) and requests in flight;
 //! - `GET /healthz`: `200 ok` while the process serves;
 //! - `GET /readyz`: `200 ready` while it takes traffic, `503 draining` once shutdown began.
 //!
@@ -113,9 +115,13 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         },
         (&Method::GET, "/routes") => json_response(StatusCode::OK, &routes(&reloader.current())),
         (&Method::GET, "/plugins") => json_response(StatusCode::OK, &plugins(&reloader.current())),
+        (&Method::GET, "/upstreams") => {
+            json_response(StatusCode::OK, &upstreams(&reloader.current()))
+        }
         (
             _,
-            "/status" | "/reload" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/plugins",
+            "/status" | "/reload" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/plugins"
+            | "/upstreams",
         ) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -191,6 +197,45 @@ fn plugins(snapshot: &Snapshot) -> serde_json::Value {
                 "on_error": match settings.on_error { FailurePolicy::Fail => "fail", FailurePolicy::Skip => "skip" },
                 "isolation": match settings.isolation { Isolation::Pooled => "pooled", Isolation::PerRequest => "per-request" },
                 "pools": pools,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `GET /upstreams`: per upstream, its strategy, circuit and targets' health.
+fn upstreams(snapshot: &Snapshot) -> serde_json::Value {
+    let now = crate::upstream::health::now_ms();
+    let mut out = serde_json::Map::new();
+    for (name, upstream) in &snapshot.upstreams {
+        let settings = upstream.settings();
+        let targets: Vec<_> = upstream
+            .targets()
+            .iter()
+            .map(|t| {
+                json!({
+                    "target": t.authority.as_str(),
+                    "weight": t.weight,
+                    "available": t.health.available(now),
+                    "healthy": t.health.healthy(),
+                    "ejected": t.health.ejected(now),
+                    "outstanding": t.outstanding(),
+                })
+            })
+            .collect();
+        out.insert(
+            name.clone(),
+            json!({
+                "balance": settings.balance,
+                "active_checks": settings.active.is_some(),
+                "passive_checks": settings.outlier.is_some(),
+                "circuit": upstream.circuit().map(|c| json!({
+                    "state": c.state().as_str(),
+                    "in_flight": c.in_flight(),
+                })),
+                "tls": settings.tls.is_some(),
+                "http2": settings.http2,
+                "targets": targets,
             }),
         );
     }

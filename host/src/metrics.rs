@@ -56,9 +56,20 @@ struct UpstreamKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    upstream: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     upstream: String,
     target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,10 +97,11 @@ struct Metrics {
     plugin_faults: Family<PluginFaultLabels, Counter>,
     upstream_durations: HistogramFamily<UpstreamLabel>,
     upstream_errors: Family<UpstreamKindLabels, Counter>,
-    retries: Family<UpstreamKindLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<UpstreamLabel, Counter>,
     ejections: Family<UpstreamLabel, Counter>,
     rate_limit: Family<DecisionLabels, Counter>,
+    connections_refused: Family<LimitLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -105,6 +117,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         retry_budget_exhausted: Family::default(),
         ejections: Family::default(),
         rate_limit: Family::default(),
+        connections_refused: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -156,6 +169,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rate_limit_decisions",
         "Rate-limit checks by outcome",
         m.rate_limit.clone(),
+    );
+    registry.register(
+        "connections_refused",
+        "Client connections closed on accept, by the limit they hit",
+        m.connections_refused.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -270,8 +288,11 @@ pub fn plugin_fault(plugin: &str, route: &str, kind: &'static str) {
         .inc();
 }
 
-fn upstream_kind(family: &Family<UpstreamKindLabels, Counter>, upstream: &str, kind: &'static str) {
-    family
+/// Counts a failed or refused upstream request (`timeout`, `unreachable`, `reset`,
+/// `overloaded`, `overflow`, `circuit_open`, `no_healthy_target`).
+pub fn upstream_error(upstream: &str, kind: &'static str) {
+    METRICS
+        .upstream_errors
         .get_or_create(&UpstreamKindLabels {
             upstream: upstream.to_owned(),
             kind,
@@ -279,15 +300,15 @@ fn upstream_kind(family: &Family<UpstreamKindLabels, Counter>, upstream: &str, k
         .inc();
 }
 
-/// Counts a failed or refused upstream request (`timeout`, `unreachable`, `reset`,
-/// `overloaded`, `overflow`, `circuit_open`, `no_healthy_target`).
-pub fn upstream_error(upstream: &str, kind: &'static str) {
-    upstream_kind(&METRICS.upstream_errors, upstream, kind);
-}
-
 /// Counts a retry (`connect`, `timeout`, `reset`, `status`).
 pub fn upstream_retry(upstream: &str, reason: &'static str) {
-    upstream_kind(&METRICS.retries, upstream, reason);
+    METRICS
+        .retries
+        .get_or_create(&RetryLabels {
+            upstream: upstream.to_owned(),
+            reason,
+        })
+        .inc();
 }
 
 /// Counts a retry the budget did not allow.
@@ -321,6 +342,14 @@ pub fn rate_limit_decision(allowed: bool) {
         })
     });
     HANDLES[usize::from(allowed)].inc();
+}
+
+/// Counts a client connection refused by `limit`.
+pub fn connection_refused(limit: &'static str) {
+    METRICS
+        .connections_refused
+        .get_or_create(&LimitLabel { limit })
+        .inc();
 }
 
 /// Every counter and histogram in the Prometheus text format, without the final `# EOF`.

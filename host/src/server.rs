@@ -37,6 +37,79 @@ pub fn worker_index() -> usize {
     WORKER_INDEX.with(Cell::get)
 }
 
+/// Open client connections, in total and per IP address, shared by every worker.
+#[derive(Default)]
+struct ConnectionCount {
+    total: std::sync::atomic::AtomicUsize,
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One admitted connection; counted until dropped.
+struct Admitted {
+    count: Arc<ConnectionCount>,
+    /// Set when counted per address.
+    ip: Option<std::net::IpAddr>,
+}
+
+impl ConnectionCount {
+    /// Counts a new connection from `ip`, or says which limit refuses it.
+    fn admit(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        settings: &ServerSettings,
+    ) -> Result<Admitted, &'static str> {
+        use std::sync::atomic::Ordering;
+        if self.total.fetch_add(1, Ordering::AcqRel) >= settings.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_connections");
+        }
+        if settings.max_connections_per_ip == 0 {
+            return Ok(Admitted {
+                count: self.clone(),
+                ip: None,
+            });
+        }
+        let mut per_ip = self.lock();
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= settings.max_connections_per_ip {
+            drop(per_ip);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        Ok(Admitted {
+            count: self.clone(),
+            ip: Some(ip),
+        })
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.count
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let Some(ip) = self.ip else {
+            return;
+        };
+        let mut per_ip = self.count.lock();
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// A gateway with its listeners bound, ready to serve.
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -93,6 +166,7 @@ impl Gateway {
             tracing::info!(listener = %name, %addr, tls, workers = settings.workers, "listening");
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        let connections = Arc::new(ConnectionCount::default());
         let mut threads = Vec::new();
         for (index, sockets) in self.sockets.into_iter().enumerate() {
             let worker = Worker {
@@ -100,6 +174,7 @@ impl Gateway {
                 sockets,
                 snapshot: self.snapshot.clone(),
                 stop: stop_rx.clone(),
+                connections: connections.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("wasmgate-worker-{index}"))
@@ -139,6 +214,7 @@ struct Worker {
     sockets: Vec<std::net::TcpListener>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     stop: watch::Receiver<bool>,
+    connections: Arc<ConnectionCount>,
 }
 
 impl Worker {
@@ -177,6 +253,7 @@ impl Worker {
                 http: http.clone(),
                 graceful: graceful.clone(),
                 stop: self.stop.clone(),
+                connections: self.connections.clone(),
             };
             accept_loops.push(tokio::spawn(accept.run()));
         }
@@ -217,6 +294,7 @@ struct AcceptLoop {
     http: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     stop: watch::Receiver<bool>,
+    connections: Arc<ConnectionCount>,
 }
 
 impl AcceptLoop {
@@ -234,12 +312,23 @@ impl AcceptLoop {
                 },
                 _ = self.stop.changed() => return,
             };
+            let current = self.snapshot.load();
+            let admitted = match self.connections.admit(client.ip(), &current.server) {
+                Ok(admitted) => admitted,
+                Err(limit) => {
+                    // Closed at once: a client over its share gets nothing to hold on to.
+                    crate::metrics::connection_refused(limit);
+                    tracing::debug!(%client, limit, "connection refused");
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             // From the current snapshot, so a reload rotates certificates for new connections.
-            let tls = self.snapshot.load().listeners[self.index]
+            let tls = current.listeners[self.index]
                 .tls
                 .clone()
                 .map(tokio_rustls::TlsAcceptor::from);
+            drop(current);
             let conn = Connection {
                 listener: self.index,
                 client,
@@ -256,6 +345,7 @@ impl AcceptLoop {
             let http = self.http.clone();
             let watcher = self.graceful.watcher();
             tokio::spawn(async move {
+                let _admitted = admitted;
                 let result = match tls {
                     None => {
                         let conn = http.serve_connection(TokioIo::new(stream), service);

@@ -40,6 +40,10 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Access log format.
     pub access_log: crate::access_log::AccessLogFormat,
+    /// Client connections open at once.
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 /// A listener to bind.
@@ -274,6 +278,8 @@ impl Snapshot {
                 trust_request_id: s.trust_request_id,
                 workers,
                 access_log: s.access_log,
+                max_connections: s.max_connections,
+                max_connections_per_ip: s.max_connections_per_ip,
             },
         })
     }
@@ -327,7 +333,7 @@ impl Builder<'_> {
         for (name, section) in &self.file.raw.upstreams {
             let span = section.span();
             let resolved =
-                match crate::config::upstream::resolve(section.get_ref(), &self.file.base_dir()) {
+                match crate::config::upstream::resolve(section.get_ref(), self.file.base_dir()) {
                     Ok(resolved) => resolved,
                     Err(problems) => {
                         for problem in problems {
@@ -454,6 +460,8 @@ impl Builder<'_> {
             None => None,
             Some(up) => match upstreams.get(up.get_ref()) {
                 Some(u) => Some(u.clone()),
+                // Defined, with its own problems already reported.
+                None if self.file.raw.upstreams.contains_key(up.get_ref()) => None,
                 None => {
                     let known: BTreeMap<_, _> = upstreams.iter().collect();
                     let known: Vec<_> = known.keys().map(|k| k.as_str()).collect();

@@ -231,9 +231,9 @@ upstream = "up"
         .await
         .unwrap();
     for line in [
-        "wasmgate_requests_total{route=\"ok\",status=\"2xx\"} 3",
-        "wasmgate_requests_total{route=\"-\",status=\"4xx\"} 1",
-        "wasmgate_requests_total{route=\"faulty\",status=\"5xx\"} 1",
+        "wasmgate_requests_total{route=\"ok\",method=\"GET\",status=\"2xx\"} 3",
+        "wasmgate_requests_total{route=\"-\",method=\"GET\",status=\"4xx\"} 1",
+        "wasmgate_requests_total{route=\"faulty\",method=\"GET\",status=\"5xx\"} 1",
         "wasmgate_request_duration_seconds_count{route=\"ok\"} 3",
         "wasmgate_plugin_faults_total{plugin=\"testkit\",route=\"faulty\",kind=\"trap\"} 1",
         "wasmgate_upstream_errors_total{upstream=\"down\",kind=\"unreachable\"} 1",

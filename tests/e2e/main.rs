@@ -16,6 +16,7 @@ mod polyglot;
 mod protocols;
 mod ratelimit;
 mod reload;
+mod resilience;
 mod routing;
 mod support;
 mod transform;

@@ -130,29 +130,58 @@ impl Upstream {
     /// Binds a loopback port and answers every request with the handler made for it,
     /// counting requests.
     async fn serve(make_handler: impl FnOnce(SocketAddr) -> Handler) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on("127.0.0.1:0".parse().unwrap(), make_handler).await
+    }
+
+    /// An echo server on `addr`: a target coming back where it was.
+    pub async fn echo_on(addr: SocketAddr) -> Self {
+        Self::serve_on(addr, move |addr| {
+            Arc::new(move |req| Box::pin(respond(Behaviour::Echo, addr, req)))
+        })
+        .await
+    }
+
+    /// Like `serve`, on a given address. Connections live in the accept task, so stopping
+    /// it (drop, [`Upstream::kill`]) closes them too.
+    async fn serve_on(addr: SocketAddr, make_handler: impl FnOnce(SocketAddr) -> Handler) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handler = make_handler(addr);
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 };
                 let (counter, handler) = (counter.clone(), handler.clone());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         handler(req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
         });
         Self { addr, hits, task }
+    }
+
+    /// Stops the server at once: the port refuses connections and open ones are closed.
+    pub async fn kill(&self) {
+        self.task.abort();
+        // Let the abort land before the caller relies on it.
+        while !self.task.is_finished() {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Requests received so far.

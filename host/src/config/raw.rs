@@ -70,6 +70,12 @@ pub struct ServerSection {
     pub workers: Option<usize>,
     /// The access log on standard output: `json`, `common` or `off`.
     pub access_log: crate::access_log::AccessLogFormat,
+    /// Client connections open at once, over all listeners; more are closed on accept.
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address; more are closed on accept.
+    /// 0 (the default) sets no per-address limit: behind a load balancer every client
+    /// shares its address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerSection {
@@ -83,6 +89,8 @@ impl Default for ServerSection {
             trust_request_id: true,
             workers: None,
             access_log: Default::default(),
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -221,8 +229,9 @@ pub struct UpstreamSection {
     pub outlier_detection: Option<Toggle<OutlierSection>>,
     /// Caps on requests in flight and a breaker that opens on a failure ratio.
     pub circuit_breaker: Option<CircuitSection>,
-    /// Retries of failed attempts.
-    pub retry: Option<RetrySection>,
+    /// Retries of failed attempts. Without it, a connect failure is tried once more on
+    /// another target; `false` turns retries off.
+    pub retry: Option<Toggle<RetrySection>>,
     /// TLS to the targets: `true` (system roots) or a table.
     pub tls: Option<Toggle<UpstreamTlsSection>>,
     /// Speak HTTP/2 to the targets: by ALPN with `tls`, with prior knowledge (h2c) without.

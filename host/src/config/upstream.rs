@@ -161,26 +161,11 @@ pub fn resolve(section: &UpstreamSection, base: &Path) -> Result<Resolved, Vec<S
             half_open_requests: c.half_open_requests.max(1),
         }
     });
-    let retry = section.retry.as_ref().map(|r| {
-        if r.retries > 10 {
-            problems.push(format!("retry.retries is {}; at most 10", r.retries));
-        }
-        if !(0.0..=1.0).contains(&r.budget_ratio) {
-            problems.push("retry.budget_ratio must be 0 to 1".into());
-        }
-        if let Some(bad) = r.statuses.iter().find(|s| !(100..=599).contains(*s)) {
-            problems.push(format!("retry.statuses: {bad} is not an HTTP status"));
-        }
-        RetrySettings {
-            retries: r.retries,
-            statuses: r.statuses.clone(),
-            non_idempotent: r.non_idempotent,
-            per_try_timeout: r.per_try_timeout,
-            backoff: r.backoff,
-            budget_ratio: r.budget_ratio,
-            budget_min_per_second: r.budget_min_per_second,
-        }
-    });
+    let retry = match &section.retry {
+        None | Some(Toggle::Switch(true)) => Some(RetrySettings::connect_failures()),
+        Some(Toggle::Switch(false)) => None,
+        Some(Toggle::Settings(r)) => Some(retry_settings(r, &mut problems)),
+    };
     let tls = match &section.tls {
         None | Some(Toggle::Switch(false)) => None,
         Some(Toggle::Switch(true)) => tls_settings(&Default::default(), base, &mut fingerprint)
@@ -212,6 +197,28 @@ pub fn resolve(section: &UpstreamSection, base: &Path) -> Result<Resolved, Vec<S
         },
         fingerprint: format!("{:x}", fingerprint.finalize()),
     })
+}
+
+fn retry_settings(r: &super::raw::RetrySection, problems: &mut Vec<String>) -> RetrySettings {
+    if r.retries > 10 {
+        problems.push(format!("retry.retries is {}; at most 10", r.retries));
+    }
+    if !(0.0..=1.0).contains(&r.budget_ratio) {
+        problems.push("retry.budget_ratio must be 0 to 1".into());
+    }
+    if let Some(bad) = r.statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        problems.push(format!("retry.statuses: {bad} is not an HTTP status"));
+    }
+    RetrySettings {
+        retries: r.retries,
+        statuses: r.statuses.clone(),
+        non_idempotent: r.non_idempotent,
+        connect_only: false,
+        per_try_timeout: r.per_try_timeout,
+        backoff: r.backoff,
+        budget_ratio: r.budget_ratio,
+        budget_min_per_second: r.budget_min_per_second,
+    }
 }
 
 fn tls_settings(

@@ -192,7 +192,10 @@ async fn attempts(
         let Some(failure) = failure else {
             return result;
         };
+        // A refused connection is retried elsewhere; on the same target it would fail again.
+        let elsewhere = failure != Failure::Connect || upstream.another_available(i);
         let may_retry = retry.is_some_and(|(r, _)| r.retries_on(&out.method, failure))
+            && elsewhere
             && replay.is_some()
             && out.upgrade.is_none()
             && attempted.attempts < max_attempts

@@ -55,11 +55,8 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.enforce_http(false);
         let tls = settings.tls.as_ref();
-        let mut config = tls.map_or_else(|| (**PLAIN).clone(), |t| (*t.config).clone());
-        config.alpn_protocols = match (tls.is_some(), settings.http2) {
-            (true, true) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            _ => vec![b"http/1.1".to_vec()],
-        };
+        // ALPN is set by the connector from the versions enabled below.
+        let config = tls.map_or_else(|| (**PLAIN).clone(), |t| (*t.config).clone());
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http();

@@ -253,6 +253,15 @@ impl Upstream {
         Some((i, InFlight { target }))
     }
 
+    /// Whether a target other than `i` may take requests now.
+    pub fn another_available(&self, i: usize) -> bool {
+        let now = health::now_ms();
+        self.targets
+            .iter()
+            .enumerate()
+            .any(|(j, t)| j != i && t.health.available(now))
+    }
+
     /// Counts one attempt's time to its response head (or failure).
     pub fn observe(&self, elapsed: Duration) {
         self.metrics.observe(elapsed);

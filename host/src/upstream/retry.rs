@@ -20,6 +20,9 @@ pub struct RetrySettings {
     /// Retry non-idempotent methods (POST, PATCH) on statuses and timeouts too. Connect
     /// failures are retried for every method: nothing reached the upstream.
     pub non_idempotent: bool,
+    /// Retry connect failures only (the default without a `retry` table, like nginx's
+    /// `proxy_next_upstream error`).
+    pub connect_only: bool,
     /// Time one attempt may take to its response head; it is then retried as a timeout.
     pub per_try_timeout: Option<Duration>,
     /// First back-off; each further retry doubles it, up to ten times, with full jitter.
@@ -56,10 +59,26 @@ impl Failure {
 }
 
 impl RetrySettings {
+    /// What an upstream without a `retry` table does: one more try on another target when
+    /// a connection cannot be made, since the request never left.
+    pub fn connect_failures() -> Self {
+        Self {
+            retries: 1,
+            statuses: Vec::new(),
+            non_idempotent: false,
+            connect_only: true,
+            per_try_timeout: None,
+            backoff: Duration::ZERO,
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+        }
+    }
+
     /// Whether `failure` of a `method` request may be retried at all.
     pub fn retries_on(&self, method: &Method, failure: Failure) -> bool {
         let idempotent = self.non_idempotent || is_idempotent(method);
         match failure {
+            _ if self.connect_only => failure == Failure::Connect,
             Failure::Connect => true,
             Failure::Timeout | Failure::Reset => idempotent,
             Failure::Status(status) => idempotent && self.statuses.contains(&status.as_u16()),
@@ -94,14 +113,14 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A budget from the settings, starting empty.
+    /// A budget from the settings, starting with one second's worth of tokens.
     pub fn new(settings: &RetrySettings) -> Self {
         let per_second = f64::from(settings.budget_min_per_second);
         Self {
             ratio: settings.budget_ratio,
             per_second,
             cap: (per_second * 10.0).max(10.0),
-            state: Mutex::new((0.0, Instant::now())),
+            state: Mutex::new((per_second, Instant::now())),
         }
     }
 
@@ -144,6 +163,7 @@ mod tests {
             retries: 2,
             statuses: vec![502, 503],
             non_idempotent: false,
+            connect_only: false,
             per_try_timeout: None,
             backoff: Duration::from_millis(10),
             budget_ratio: 0.2,
@@ -169,6 +189,10 @@ mod tests {
             ..settings()
         };
         assert!(all.retries_on(&Method::POST, unavailable));
+        let default = RetrySettings::connect_failures();
+        assert!(default.retries_on(&Method::POST, Failure::Connect));
+        assert!(!default.retries_on(&Method::GET, Failure::Timeout));
+        assert!(!default.retries_on(&Method::GET, unavailable));
     }
 
     #[test]
