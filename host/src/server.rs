@@ -348,7 +348,8 @@ impl AcceptLoop {
                 let _admitted = admitted;
                 let result = match tls {
                     None => {
-                        let conn = http.serve_connection(TokioIo::new(stream), service);
+                        let conn =
+                            http.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
                     Some(acceptor) => {
@@ -364,7 +365,8 @@ impl AcceptLoop {
                             }
                             Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
                         };
-                        let conn = http.serve_connection(TokioIo::new(stream), service);
+                        let conn =
+                            http.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
                 };

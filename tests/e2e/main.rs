@@ -20,5 +20,6 @@ mod resilience;
 mod routing;
 mod support;
 mod transform;
+mod upstream_protocols;
 mod validation;
 mod waf;
