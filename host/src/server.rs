@@ -23,8 +23,6 @@ use tokio::sync::watch;
 use crate::proxy::{self, Connection};
 use crate::snapshot::{ServerSettings, Snapshot};
 
-/// Time a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pending connections the kernel queues per worker socket.
 const BACKLOG: i32 = 4096;
 
@@ -328,6 +326,7 @@ impl AcceptLoop {
                 .tls
                 .clone()
                 .map(tokio_rustls::TlsAcceptor::from);
+            let header_timeout = current.server.header_timeout;
             drop(current);
             let conn = Connection {
                 listener: self.index,
@@ -346,6 +345,15 @@ impl AcceptLoop {
             let watcher = self.graceful.watcher();
             tokio::spawn(async move {
                 let _admitted = admitted;
+                // A client gets the header timeout to start talking (hyper's own timer
+                // starts with the first byte): a silent connection cannot be held open.
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(header_timeout, stream.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    return tracing::debug!(%client, "connection closed: nothing sent within the header timeout");
+                }
                 let result = match tls {
                     None => {
                         let conn =
@@ -354,7 +362,7 @@ impl AcceptLoop {
                     }
                     Some(acceptor) => {
                         let stream = match tokio::time::timeout(
-                            TLS_HANDSHAKE_TIMEOUT,
+                            header_timeout,
                             acceptor.accept(stream),
                         )
                         .await

@@ -167,3 +167,102 @@ async fn a_client_that_never_finishes_its_head_is_cut_off() {
         "connection closed by the gateway, not left open"
     );
 }
+
+#[tokio::test]
+async fn slowloris_clients_are_dropped_at_the_header_timeout_while_others_are_served() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "header_timeout = \"500ms\"").await;
+    // Ten clients dribbling a head one byte every 100 ms, and ten that send nothing at all.
+    let mut attackers = Vec::new();
+    for dribble in [true, false] {
+        for _ in 0..10 {
+            let addr = gw.addr();
+            attackers.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let mut conn = TcpStream::connect(addr).await.unwrap();
+                if dribble {
+                    for byte in
+                        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                    {
+                        if conn.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest))
+                    .await;
+                started.elapsed()
+            }));
+        }
+    }
+    // Meanwhile ordinary clients are served promptly.
+    let c = client();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A client that sent one request and then goes quiet is not kept either.
+    let mut idle = TcpStream::connect(gw.addr()).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    let quiet = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection was kept open"
+    );
+    assert!(
+        quiet.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        quiet.elapsed()
+    );
+    for attacker in attackers {
+        let held = attacker.await.unwrap();
+        assert!(
+            held < Duration::from_secs(2),
+            "a slow client held its connection for {held:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_per_ip_cap_are_closed_on_accept() {
+    let up = Upstream::echo().await;
+    let gw = gateway_to(&format!("\"{}\"", up.addr), "max_connections_per_ip = 2").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(conn);
+    }
+    // The third connection from this address is accepted and closed at once.
+    let mut third = TcpStream::connect(gw.addr()).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok() && answer.is_empty(),
+        "over the cap: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Closing one makes room again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
