@@ -40,6 +40,8 @@ pub struct Entry {
     /// When the request arrived (wall clock, for the line) and on the monotonic clock.
     pub received: (SystemTime, Instant),
     pub request_id: String,
+    /// The W3C trace id the request carried or was given.
+    pub trace_id: String,
     pub client: IpAddr,
     pub method: http::Method,
     /// The path, without the query string.
@@ -50,6 +52,8 @@ pub struct Entry {
     pub upstream: Option<String>,
     /// The upstream address the request went to.
     pub target: Option<String>,
+    /// Upstream attempts made (more than 1 when retried).
+    pub attempts: u32,
     pub status: u16,
     /// Microseconds until the response head was ready.
     pub head_us: u64,
@@ -202,6 +206,7 @@ pub fn flush() {
 struct JsonLine<'a> {
     time: String,
     request_id: &'a str,
+    trace_id: &'a str,
     client: IpAddr,
     method: &'a str,
     path: &'a str,
@@ -210,6 +215,7 @@ struct JsonLine<'a> {
     consumer: Option<&'a str>,
     upstream: Option<&'a str>,
     target: Option<&'a str>,
+    attempts: u32,
     status: u16,
     bytes: u64,
     complete: bool,
@@ -222,6 +228,7 @@ fn json_line(entry: &Entry, bytes: u64, complete: bool) -> String {
     let line = JsonLine {
         time: humantime::format_rfc3339_millis(entry.received.0).to_string(),
         request_id: &entry.request_id,
+        trace_id: &entry.trace_id,
         client: entry.client,
         method: entry.method.as_str(),
         path: &entry.path,
@@ -230,6 +237,7 @@ fn json_line(entry: &Entry, bytes: u64, complete: bool) -> String {
         consumer: entry.consumer.as_deref(),
         upstream: entry.upstream.as_deref(),
         target: entry.target.as_deref(),
+        attempts: entry.attempts,
         status: entry.status,
         bytes,
         complete,
@@ -282,6 +290,7 @@ mod tests {
                 Instant::now(),
             ),
             request_id: "abc".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             client: "203.0.113.7".parse().unwrap(),
             method: http::Method::GET,
             path: "/orders".into(),
@@ -290,6 +299,7 @@ mod tests {
             consumer: Some("acme".into()),
             upstream: Some("backend".into()),
             target: Some("10.0.0.5:8080".into()),
+            attempts: 1,
             status: 200,
             head_us: 800,
             plugin_us: 12,

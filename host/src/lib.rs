@@ -20,5 +20,6 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

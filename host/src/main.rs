@@ -89,6 +89,11 @@ fn main() -> ExitCode {
     let outcome = ConfigFile::load(path)
         .map_err(|e| e.to_string())
         .and_then(|file| {
+            // Before the runtime: the exporter's HTTP client runs on its own thread.
+            if let (Command::Run { .. }, Some(t)) = (&cli.command, &file.raw.tracing) {
+                wasmgate::telemetry::init(&snapshot::tracing_settings(t))
+                    .map_err(|e| format!("error: {e}"))?;
+            }
             // This thread loads and reloads the config, serves the admin API and waits for
             // signals; the workers that serve traffic run their own runtimes.
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
                 }
             })
         });
+    wasmgate::telemetry::shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

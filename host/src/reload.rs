@@ -214,6 +214,18 @@ fn check_restart_free(current: &Snapshot, next: &ConfigFile) -> Result<(), Strin
             next.path.display()
         ));
     }
+    if next
+        .raw
+        .tracing
+        .as_ref()
+        .map(crate::snapshot::tracing_settings)
+        != current.tracing.clone()
+    {
+        return Err(format!(
+            "{}: [tracing] changed; the exporter is set up at start, restart wasmgate to apply this config",
+            next.path.display()
+        ));
+    }
     if let Some(workers) = next.raw.server.workers
         && workers.max(1) != current.server.workers
     {

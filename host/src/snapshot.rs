@@ -145,6 +145,8 @@ pub struct Snapshot {
     pub server: ServerSettings,
     /// Every `[upstreams.<name>]` entry, by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Span export, when configured (set up at start; a reload cannot change it).
+    pub tracing: Option<crate::telemetry::TracingSettings>,
 }
 
 /// Runtime options derived from a config, needed before any snapshot is built.
@@ -169,6 +171,17 @@ pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
         cache_dir,
         max_instances: rt.max_instances,
         rate_limit,
+    }
+}
+
+/// The `[tracing]` table as settings.
+pub fn tracing_settings(
+    t: &crate::config::raw::TracingSection,
+) -> crate::telemetry::TracingSettings {
+    crate::telemetry::TracingSettings {
+        otlp_endpoint: t.otlp_endpoint.clone(),
+        service_name: t.service_name.clone(),
+        sample_ratio: t.sample_ratio,
     }
 }
 
@@ -251,6 +264,24 @@ impl Snapshot {
                 "rate_limit.backend = \"redis\" needs rate_limit.redis_url (e.g. \"redis://127.0.0.1:6379\")".into(),
             ));
         }
+        if let Some(t) = &raw.tracing {
+            let scheme = t.otlp_endpoint.parse::<http::Uri>().ok().and_then(|u| {
+                u.scheme_str()
+                    .filter(|s| *s == "http" || *s == "https")
+                    .map(str::to_owned)
+            });
+            if scheme.is_none() {
+                builder.problems.push(Problem::whole_file(format!(
+                    "tracing.otlp_endpoint `{}` is not an http:// or https:// URL",
+                    t.otlp_endpoint
+                )));
+            }
+            if !(0.0..=1.0).contains(&t.sample_ratio) {
+                builder.problems.push(Problem::whole_file(
+                    "tracing.sample_ratio must be 0 to 1".into(),
+                ));
+            }
+        }
         if builder.problems.is_empty() && raw.listeners.is_empty() {
             builder.problems.push(Problem::whole_file(
                 "no listeners: add a [listeners.<name>] table with an `addr`".into(),
@@ -267,6 +298,7 @@ impl Snapshot {
             plugins: plugins.into_iter().collect(),
             routes: RouteTable::new(routes),
             upstreams: upstreams.into_iter().collect(),
+            tracing: raw.tracing.as_ref().map(tracing_settings),
             listeners,
             server: ServerSettings {
                 max_header_bytes: usize::try_from(s.max_header_bytes.as_u64())

@@ -12,6 +12,7 @@ mod contract;
 mod cors;
 mod faults;
 mod limits;
+mod observability;
 mod polyglot;
 mod protocols;
 mod ratelimit;

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub rate_limit: RateLimitSection,
     /// `[admin]`: the admin API (status, reload); off unless the table is present.
     pub admin: Option<AdminSection>,
+    /// `[tracing]`: export spans over OTLP; off unless the table is present.
+    pub tracing: Option<TracingSection>,
     /// `[listeners.<name>]`: addresses to serve on.
     #[serde(default)]
     pub listeners: BTreeMap<String, Listener>,
@@ -170,6 +172,27 @@ pub struct AdminSection {
     /// When set, every endpoint but `/healthz` and `/readyz` wants
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// OTLP/HTTP (protobuf) traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` on the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces recorded, 0 to 1; traces a client started follow its decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "wasmgate".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 fn default_admin_addr() -> SocketAddr {

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
 use super::error::{self, GatewayError};
+use crate::telemetry::RequestTrace;
 use crate::upstream::Upstream;
 use crate::upstream::retry::Failure;
 
@@ -57,6 +58,7 @@ pub struct Attempted {
 pub async fn send(
     upstream: &Upstream,
     mut out: Outbound,
+    trace: &RequestTrace,
     attempted: &mut Attempted,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let permit = match upstream.adaptive() {
@@ -88,7 +90,7 @@ pub async fn send(
             });
         }
     };
-    let result = attempts(upstream, &mut out, attempted).await;
+    let result = attempts(upstream, &mut out, trace, attempted).await;
     let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
     if let Some(permit) = permit {
         permit.done(!ok);
@@ -109,6 +111,7 @@ pub async fn send(
 async fn attempts(
     upstream: &Upstream,
     out: &mut Outbound,
+    trace: &RequestTrace,
     attempted: &mut Attempted,
 ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
     let started = Instant::now();
@@ -137,7 +140,9 @@ async fn attempts(
                 std::mem::replace(&mut out.body, OutboundBody::Complete(Bytes::new())).into_stream()
             }
         };
-        let request = request(upstream, target, out, body)?;
+        let mut request = request(upstream, target, out, body)?;
+        let span = trace.upstream(upstream.name(), target.as_str(), request.headers_mut());
+        span.set("wasmgate.attempt", i64::from(attempted.attempts));
         let left = deadline.saturating_sub(started.elapsed());
         let per_try = retry
             .and_then(|(r, _)| r.per_try_timeout)
@@ -149,6 +154,7 @@ async fn attempts(
         let (failure, result) = match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
+                span.set("http.response.status_code", i64::from(status.as_u16()));
                 upstream.record(i, !status.is_server_error());
                 let retried = retry.is_some_and(|(r, _)| r.statuses.contains(&status.as_u16()));
                 match retried {
@@ -192,6 +198,8 @@ async fn attempts(
         let Some(failure) = failure else {
             return result;
         };
+        span.fail(failure.as_str());
+        drop(span);
         // A refused connection is retried elsewhere; on the same target it would fail again.
         let elsewhere = failure != Failure::Connect || upstream.another_available(i);
         let may_retry = retry.is_some_and(|(r, _)| r.retries_on(&out.method, failure))

@@ -61,7 +61,16 @@ struct Outcome<'a> {
     target: Option<String>,
     /// The authenticated consumer, if a plugin set one.
     consumer: Option<String>,
+    /// Upstream attempts.
+    attempts: u32,
     plugin_time: Duration,
+}
+
+/// What every phase of one request shares.
+struct RequestContext<'a> {
+    snapshot: &'a Snapshot,
+    request_id: &'a HeaderValue,
+    trace: &'a crate::telemetry::RequestTrace,
 }
 
 /// Requests no route took.
@@ -82,6 +91,7 @@ pub async fn handle(
     parts
         .headers
         .insert(&forward::REQUEST_ID, request_id.clone());
+    let trace = crate::telemetry::start(&mut parts.headers, &parts.method, parts.uri.path());
     let method = parts.method.clone();
     let uri_version = parts.version;
     // Kept for the access log (a reference-counted copy, not a new string).
@@ -102,12 +112,14 @@ pub async fn handle(
         upstream: None,
         target: None,
         consumer: None,
+        attempts: 0,
         plugin_time: Duration::ZERO,
     };
     let mut response = match &route {
         None => GatewayError::NoRoute.response(),
         Some(route) => {
             outcome.route = Some(&route.name);
+            trace.set_route(&method, &route.name);
             let exchange = Exchange {
                 request: parts,
                 client_ip: conn.client.ip(),
@@ -118,7 +130,12 @@ pub async fn handle(
                 request_body: None,
                 response_body: None,
             };
-            run_route(&snapshot, route, exchange, body, &request_id, &mut outcome).await
+            let ctx = RequestContext {
+                snapshot: &snapshot,
+                request_id: &request_id,
+                trace: &trace,
+            };
+            run_route(&ctx, route, exchange, body, &mut outcome).await
         }
     };
     response
@@ -132,6 +149,7 @@ pub async fn handle(
     let entry = crate::access_log::Entry {
         received: (received, started),
         request_id: request_id.to_str().unwrap_or("-").to_owned(),
+        trace_id: trace.trace_id(),
         client: conn.client.ip(),
         method,
         path: uri.path().to_owned(),
@@ -140,22 +158,24 @@ pub async fn handle(
         consumer: outcome.consumer,
         upstream: outcome.upstream.map(str::to_owned),
         target: outcome.target,
+        attempts: outcome.attempts,
         status: response.status().as_u16(),
         head_us: elapsed.as_micros() as u64,
         plugin_us: outcome.plugin_time.as_micros() as u64,
     };
+    trace.finish(response.status());
     let format = snapshot.server.access_log;
     response.map(|body| crate::access_log::wrap(format, entry, body))
 }
 
 async fn run_route<'r>(
-    snapshot: &Snapshot,
+    ctx: &RequestContext<'_>,
     route: &'r Route,
     mut exchange: Exchange,
     body: Incoming,
-    request_id: &HeaderValue,
     outcome: &mut Outcome<'r>,
 ) -> Response<ProxyBody> {
+    let (snapshot, request_id) = (ctx.snapshot, ctx.request_id);
     let max_body = snapshot.server.max_body_bytes;
     if declared_length(&exchange.request.headers).is_some_and(|len| len > max_body) {
         return GatewayError::BodyTooLarge.response();
@@ -181,6 +201,9 @@ async fn run_route<'r>(
             continue;
         }
         let timer = Instant::now();
+        let span = ctx
+            .trace
+            .plugin(pool.plugin().name(), &route.name, "request");
         let (back, result) = pool.on_request(exchange).await;
         exchange = back;
         let took = timer.elapsed();
@@ -190,6 +213,7 @@ async fn run_route<'r>(
             Ok(Action::Continue) => continue,
             Ok(Action::Respond(reply)) => match reply_into_response(reply) {
                 Ok(reply) => {
+                    span.set("wasmgate.answered", i64::from(reply.status().as_u16()));
                     answered = Some(reply.map(body::full));
                     ran = i;
                     break;
@@ -203,6 +227,8 @@ async fn run_route<'r>(
             },
             Err(fault) => fault,
         };
+        span.fail(fault.kind.as_str());
+        drop(span);
         if handle_fault(pool, &fault, request_id) == FailurePolicy::Skip {
             skipped.push(i);
             continue;
@@ -230,10 +256,11 @@ async fn run_route<'r>(
                     request_id,
                 );
                 let mut attempted = Attempted::default();
-                let response = dispatch::send(upstream, out, &mut attempted)
+                let response = dispatch::send(upstream, out, ctx.trace, &mut attempted)
                     .await
                     .unwrap_or_else(GatewayError::response);
                 outcome.target = attempted.target;
+                outcome.attempts = attempted.attempts;
                 response
             }
         },
@@ -279,11 +306,18 @@ async fn run_route<'r>(
                 continue;
             }
             let timer = Instant::now();
+            let span = ctx
+                .trace
+                .plugin(pool.plugin().name(), &route.name, "response");
             let (back, result) = pool.on_response(exchange).await;
             exchange = back;
             let took = timer.elapsed();
             route.metrics.observe_plugin(i, took);
             outcome.plugin_time += took;
+            if let Err(fault) = &result {
+                span.fail(fault.kind.as_str());
+            }
+            drop(span);
             if let Err(fault) = result
                 && handle_fault(pool, &fault, request_id) == FailurePolicy::Fail
             {
