@@ -329,6 +329,47 @@ async fn retry_budget_caps_retries() {
 }
 
 #[tokio::test]
+async fn refused_connections_are_retried_without_spending_the_budget() {
+    // Half the requests go to a port nobody listens on; with an empty budget every one of
+    // them still reaches the live target, since a refused connection added no load.
+    let live = Upstream::echo().await;
+    let gw = gateway(&format!(
+        "targets = [\"127.0.0.1:1\", \"{}\"]\noutlier_detection = false\nretry = {{ retries = 1, budget_ratio = 0, budget_min_per_second = 0 }}",
+        live.addr
+    ))
+    .await;
+    let c = client();
+    for _ in 0..40 {
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(live.hits(), 40);
+    let metrics = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let refused = count("wasmgate_upstream_errors_total{upstream=\"pool\",kind=\"unreachable\"}");
+    assert!(refused >= 20, "{metrics}");
+    assert_eq!(
+        count("wasmgate_upstream_retries_total{upstream=\"pool\",reason=\"connect\"}"),
+        refused
+    );
+    assert!(
+        !metrics.contains("wasmgate_upstream_retry_budget_exhausted_total{upstream=\"pool\"} "),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn slow_attempt_times_out_and_is_retried_on_another_target() {
     let slow = Upstream::start(Behaviour::Slow(Duration::from_secs(3))).await;
     let fast = Upstream::echo().await;

@@ -214,7 +214,10 @@ async fn attempts(
         let Some((settings, budget)) = retry else {
             return result;
         };
-        if !budget.withdraw() {
+        // The budget bounds the load retries add. A connection that could not be made added
+        // none: its retry only carries the request to the target that now serves it, so a dead
+        // target's share moves elsewhere however many requests it had.
+        if failure != Failure::Connect && !budget.withdraw() {
             crate::metrics::retry_budget_exhausted(upstream.name());
             return result;
         }
