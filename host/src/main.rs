@@ -194,6 +194,9 @@ async fn serve(
     snapshot: Snapshot,
 ) -> anyhow::Result<()> {
     snapshot.activate();
+    if file.raw.admin.is_some() {
+        wasmgate::metrics::enable();
+    }
     let gateway = Gateway::bind(snapshot)?;
     let reloader = Reloader::new(file, plugins, gateway.snapshot());
     if let Err(e) = reload::spawn_watcher(reloader.clone()) {

@@ -6,7 +6,11 @@
 //! upstream is built, so counting a request takes no lock and allocates nothing; handles for
 //! the same labels survive reloads. State that is read rather than counted (target health,
 //! circuit state, pool sizes) is gathered from the serving snapshot at each scrape.
+//!
+//! Nothing is counted until [`enable`] is called, which the binary does when an admin
+//! listener will serve the metrics: a gateway without one pays nothing for them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -183,6 +187,19 @@ const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
 ];
 
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Starts counting (for good): an admin listener will serve `/metrics`.
+pub fn enable() {
+    RECORDING.store(true, Ordering::Relaxed);
+}
+
+/// Whether anything is counted.
+#[inline]
+fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
 fn method_index(method: &http::Method) -> usize {
     METHODS[..7]
         .iter()
@@ -227,6 +244,9 @@ impl RouteMetrics {
 
     /// Counts one request.
     pub fn observe(&self, method: &http::Method, status: http::StatusCode, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         let method = method_index(method);
         self.requests[method][class]
@@ -246,6 +266,9 @@ impl RouteMetrics {
 
     /// Counts one call of the chain's plugin `i`.
     pub fn observe_plugin(&self, i: usize, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         if let Some(h) = self.plugins.get(i) {
             h.observe(elapsed.as_secs_f64());
         }
@@ -272,12 +295,18 @@ impl UpstreamMetrics {
 
     /// Counts one attempt.
     pub fn observe(&self, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         self.duration.observe(elapsed.as_secs_f64());
     }
 }
 
 /// Counts a plugin fault.
 pub fn plugin_fault(plugin: &str, route: &str, kind: &'static str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .plugin_faults
         .get_or_create(&PluginFaultLabels {
@@ -291,6 +320,9 @@ pub fn plugin_fault(plugin: &str, route: &str, kind: &'static str) {
 /// Counts a failed or refused upstream request (`timeout`, `unreachable`, `reset`,
 /// `overloaded`, `overflow`, `circuit_open`, `no_healthy_target`).
 pub fn upstream_error(upstream: &str, kind: &'static str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .upstream_errors
         .get_or_create(&UpstreamKindLabels {
@@ -302,6 +334,9 @@ pub fn upstream_error(upstream: &str, kind: &'static str) {
 
 /// Counts a retry (`connect`, `timeout`, `reset`, `status`).
 pub fn upstream_retry(upstream: &str, reason: &'static str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .retries
         .get_or_create(&RetryLabels {
@@ -313,6 +348,9 @@ pub fn upstream_retry(upstream: &str, reason: &'static str) {
 
 /// Counts a retry the budget did not allow.
 pub fn retry_budget_exhausted(upstream: &str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .retry_budget_exhausted
         .get_or_create(&UpstreamLabel {
@@ -323,6 +361,9 @@ pub fn retry_budget_exhausted(upstream: &str) {
 
 /// Counts a passive-health ejection.
 pub fn upstream_ejection(upstream: &str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .ejections
         .get_or_create(&UpstreamLabel {
@@ -333,6 +374,9 @@ pub fn upstream_ejection(upstream: &str) {
 
 /// Counts a rate-limit decision.
 pub fn rate_limit_decision(allowed: bool) {
+    if !recording() {
+        return;
+    }
     static HANDLES: LazyLock<[Counter; 2]> = LazyLock::new(|| {
         ["limited", "allowed"].map(|decision| {
             METRICS
@@ -346,6 +390,9 @@ pub fn rate_limit_decision(allowed: bool) {
 
 /// Counts a client connection refused by `limit`.
 pub fn connection_refused(limit: &'static str) {
+    if !recording() {
+        return;
+    }
     METRICS
         .connections_refused
         .get_or_create(&LimitLabel { limit })
@@ -439,6 +486,7 @@ pub fn encode_state(snapshot: &Snapshot) -> String {
 mod tests {
     #[test]
     fn encodes_counted_requests() {
+        super::enable();
         let route = super::RouteMetrics::new("unit", ["p"].into_iter());
         route.observe(
             &http::Method::GET,

@@ -140,11 +140,15 @@ async fn killed_target_is_ejected_and_readmitted_with_no_failed_request_when_ret
     );
     assert!(ok > 100, "{ok}");
     assert!(
-        gw.find_log(|l| l["message"] == "target ejected after consecutive failures")
-            .is_some()
+        gw.find_log(
+            |l| l["message"] == "target ejected after consecutive failures"
+                && l["upstream_target"] == a_addr.to_string()
+        )
+        .is_some()
     );
     assert!(
-        gw.find_log(|l| l["message"] == "target back from ejection")
+        gw.find_log(|l| l["message"] == "target back from ejection"
+            && l["upstream_target"] == a_addr.to_string())
             .is_some()
     );
 }
@@ -185,12 +189,18 @@ async fn active_checks_take_a_dead_target_out_and_back_in() {
         "probes and requests reach the revived target"
     );
     assert!(
-        gw.find_log(|l| l["message"] == "target unhealthy: failed its health checks")
-            .is_some()
+        gw.find_log(
+            |l| l["message"] == "target unhealthy: failed its health checks"
+                && l["upstream_target"] == a_addr.to_string()
+        )
+        .is_some()
     );
     assert!(
-        gw.find_log(|l| l["message"] == "target healthy: passed its health checks")
-            .is_some()
+        gw.find_log(
+            |l| l["message"] == "target healthy: passed its health checks"
+                && l["upstream_target"] == a_addr.to_string()
+        )
+        .is_some()
     );
 }
 

@@ -164,7 +164,7 @@ async fn attempts(
             }
             Err(_elapsed) => {
                 upstream.record(i, false);
-                tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), %target, timeout = ?per_try, "upstream attempt timed out");
+                tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %target, timeout = ?per_try, "upstream attempt timed out");
                 crate::metrics::upstream_error(upstream.name(), "timeout");
                 (Some(Failure::Timeout), Err(GatewayError::UpstreamTimeout))
             }
@@ -178,7 +178,7 @@ async fn attempts(
                 tracing::warn!(
                     target: "wasmgate::upstream",
                     upstream = upstream.name(),
-                    %target,
+                    upstream_target = %target,
                     error = %error::chain(&e),
                     "upstream request failed",
                 );
@@ -222,7 +222,7 @@ async fn attempts(
             return result;
         }
         crate::metrics::upstream_retry(upstream.name(), failure.as_str());
-        tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), %target, reason = failure.as_str(), attempt = attempted.attempts + 1, "retrying on another target");
+        tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %target, reason = failure.as_str(), attempt = attempted.attempts + 1, "retrying on another target");
         // The failed response (if any) is dropped here, unseen by the client.
         drop(result);
         let pause = settings.backoff(attempted.attempts);

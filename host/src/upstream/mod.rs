@@ -292,16 +292,16 @@ impl Upstream {
         match change {
             Change::Ejected(length) => {
                 crate::metrics::upstream_ejection(upstream);
-                tracing::warn!(target: "wasmgate::upstream", upstream, %target, duration = ?length, "target ejected after consecutive failures");
+                tracing::warn!(target: "wasmgate::upstream", upstream, upstream_target = %target, duration = ?length, "target ejected after consecutive failures");
             }
             Change::Readmitted => {
-                tracing::info!(target: "wasmgate::upstream", upstream, %target, "target back from ejection");
+                tracing::info!(target: "wasmgate::upstream", upstream, upstream_target = %target, "target back from ejection");
             }
             Change::MarkedUnhealthy => {
-                tracing::warn!(target: "wasmgate::upstream", upstream, %target, "target unhealthy: failed its health checks");
+                tracing::warn!(target: "wasmgate::upstream", upstream, upstream_target = %target, "target unhealthy: failed its health checks");
             }
             Change::MarkedHealthy => {
-                tracing::info!(target: "wasmgate::upstream", upstream, %target, "target healthy: passed its health checks");
+                tracing::info!(target: "wasmgate::upstream", upstream, upstream_target = %target, "target healthy: passed its health checks");
             }
         }
     }
@@ -342,7 +342,7 @@ async fn health_checks(upstream: Weak<Upstream>, client: UpstreamClient, setting
             let passed = match result {
                 Ok(status) => settings.passes(status),
                 Err(error) => {
-                    tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), target = %upstream.targets[i].authority, %error, "health check failed");
+                    tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %upstream.targets[i].authority, %error, "health check failed");
                     false
                 }
             };
