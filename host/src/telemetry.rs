@@ -9,12 +9,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http::HeaderMap;
 use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    Tracer as _, TracerProvider as _,
+    SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -98,33 +97,11 @@ pub struct RequestTrace {
 /// Reads the request's `traceparent` (or starts a trace) and sets the one plugins and the
 /// upstream will see.
 pub fn start(headers: &mut HeaderMap, method: &http::Method, path: &str) -> RequestTrace {
+    let Some(exporting) = EXPORTING.get() else {
+        return propagate_only(headers);
+    };
     let propagator = TraceContextPropagator::new();
     let parent = propagator.extract(&HeaderExtractor(headers));
-    let remote = parent.span().span_context().clone();
-    let Some(exporting) = EXPORTING.get() else {
-        if remote.is_valid() {
-            return RequestTrace {
-                cx: None,
-                trace_id: remote.trace_id(),
-            };
-        }
-        // A new trace, so the upstream's spans can still be tied to this request.
-        let root = SpanContext::new(
-            TraceId::from(fastrand::u128(1..)),
-            SpanId::from(fastrand::u64(1..)),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
-        propagator.inject_context(
-            &Context::new().with_remote_span_context(root.clone()),
-            &mut HeaderInjector(headers),
-        );
-        return RequestTrace {
-            cx: None,
-            trace_id: root.trace_id(),
-        };
-    };
     let span = exporting
         .tracer
         .span_builder(format!("{method}"))
@@ -141,6 +118,33 @@ pub fn start(headers: &mut HeaderMap, method: &http::Method, path: &str) -> Requ
         cx: Some(cx),
         trace_id,
     }
+}
+
+/// Export off: passes a valid `traceparent` on as it is, else writes a new one. No span and
+/// no `Context` is built; the common case (no header) costs two random numbers and a header.
+fn propagate_only(headers: &mut HeaderMap) -> RequestTrace {
+    if headers.contains_key(&TRACEPARENT) {
+        let remote = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        let remote = remote.span().span_context().clone();
+        if remote.is_valid() {
+            return RequestTrace {
+                cx: None,
+                trace_id: remote.trace_id(),
+            };
+        }
+    }
+    // A new trace, so the upstream's spans can still be tied to this request.
+    let trace_id = TraceId::from(fastrand::u128(1..));
+    let span_id = SpanId::from(fastrand::u64(1..));
+    let mut value = [0u8; 55];
+    let written = {
+        use std::io::Write as _;
+        write!(&mut value[..], "00-{trace_id}-{span_id}-01").is_ok()
+    };
+    if written && let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(&TRACEPARENT, value);
+    }
+    RequestTrace { cx: None, trace_id }
 }
 
 /// A span in progress; ends when dropped.
@@ -247,5 +251,50 @@ impl Drop for ChildSpan {
         if let Some(cx) = &self.cx {
             cx.span().end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traceparent(headers: &HeaderMap) -> &str {
+        headers[&TRACEPARENT].to_str().unwrap()
+    }
+
+    #[test]
+    fn a_request_without_a_trace_gets_a_well_formed_new_one() {
+        let mut headers = HeaderMap::new();
+        let trace = propagate_only(&mut headers);
+        let value = traceparent(&headers);
+        let fields: Vec<&str> = value.split('-').collect();
+        assert_eq!(fields.len(), 4, "{value}");
+        assert_eq!((fields[0], fields[3]), ("00", "01"));
+        assert_eq!(fields[1], trace.trace_id());
+        assert_eq!(fields[2].len(), 16);
+        // What an upstream's tracing library reads back.
+        let read = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        assert!(read.span().span_context().is_valid(), "{value}");
+        assert_ne!(
+            propagate_only(&mut HeaderMap::new()).trace_id(),
+            trace.trace_id()
+        );
+    }
+
+    #[test]
+    fn a_valid_trace_is_passed_on_unchanged_and_an_invalid_one_replaced() {
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = HeaderMap::new();
+        headers.insert(&TRACEPARENT, HeaderValue::from_static(given));
+        let trace = propagate_only(&mut headers);
+        assert_eq!(traceparent(&headers), given);
+        assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        // An all-zero trace id is invalid (W3C trace context §3.2.2.3).
+        let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        headers.insert(&TRACEPARENT, HeaderValue::from_static(zero));
+        let trace = propagate_only(&mut headers);
+        assert_ne!(traceparent(&headers), zero);
+        assert!(traceparent(&headers).contains(&trace.trace_id()));
     }
 }

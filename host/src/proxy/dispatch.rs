@@ -49,7 +49,7 @@ pub enum OutboundBody {
 #[derive(Default)]
 pub struct Attempted {
     /// The last target tried.
-    pub target: Option<String>,
+    pub target: Option<http::uri::Authority>,
     /// Attempts made.
     pub attempts: u32,
 }
@@ -128,7 +128,7 @@ async fn attempts(
             return Err(GatewayError::NoHealthyTarget);
         };
         let target = &upstream.targets()[i].authority;
-        attempted.target = Some(target.to_string());
+        attempted.target = Some(target.clone());
         attempted.attempts += 1;
         let replay = match &out.body {
             OutboundBody::Complete(bytes) => Some(bytes.clone()),
@@ -140,7 +140,9 @@ async fn attempts(
                 std::mem::replace(&mut out.body, OutboundBody::Complete(Bytes::new())).into_stream()
             }
         };
-        let mut request = request(upstream, target, out, body)?;
+        // The headers are needed again only if another attempt may follow.
+        let last = replay.is_none() || attempted.attempts >= max_attempts;
+        let mut request = request(upstream, target, out, body, last)?;
         let span = trace.upstream(upstream.name(), target.as_str(), request.headers_mut());
         span.set("wasmgate.attempt", i64::from(attempted.attempts));
         let left = deadline.saturating_sub(started.elapsed());
@@ -243,8 +245,9 @@ impl OutboundBody {
 fn request(
     upstream: &Upstream,
     target: &http::uri::Authority,
-    out: &Outbound,
+    out: &mut Outbound,
     body: ProxyBody,
+    last: bool,
 ) -> Result<Request<ProxyBody>, GatewayError> {
     let uri = Uri::builder()
         .scheme(upstream.scheme())
@@ -260,7 +263,10 @@ fn request(
         true => Version::HTTP_2,
         false => Version::HTTP_11,
     };
-    *request.headers_mut() = out.headers.clone();
+    *request.headers_mut() = match last {
+        true => std::mem::take(&mut out.headers),
+        false => out.headers.clone(),
+    };
     if upstream.settings().http2 {
         // HTTP/2 carries the authority in `:authority`, and forbids connection fields.
         request.headers_mut().remove(header::HOST);

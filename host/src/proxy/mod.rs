@@ -58,7 +58,7 @@ struct Outcome<'a> {
     route: Option<&'a str>,
     upstream: Option<&'a str>,
     /// The upstream address the request went to.
-    target: Option<String>,
+    target: Option<http::uri::Authority>,
     /// The authenticated consumer, if a plugin set one.
     consumer: Option<String>,
     /// Upstream attempts.
@@ -146,6 +146,11 @@ pub async fn handle(
         Some(route) => route.metrics.observe(&method, response.status(), elapsed),
         None => NO_ROUTE_METRICS.observe(&method, response.status(), elapsed),
     }
+    let format = snapshot.server.access_log;
+    if format == crate::access_log::AccessLogFormat::Off {
+        trace.finish(response.status());
+        return response;
+    }
     let entry = crate::access_log::Entry {
         received: (received, started),
         request_id: request_id.to_str().unwrap_or("-").to_owned(),
@@ -157,14 +162,13 @@ pub async fn handle(
         route: route.as_ref().map(|r| r.name.clone()),
         consumer: outcome.consumer,
         upstream: outcome.upstream.map(str::to_owned),
-        target: outcome.target,
+        target: outcome.target.map(|t| t.to_string()),
         attempts: outcome.attempts,
         status: response.status().as_u16(),
         head_us: elapsed.as_micros() as u64,
         plugin_us: outcome.plugin_time.as_micros() as u64,
     };
     trace.finish(response.status());
-    let format = snapshot.server.access_log;
     response.map(|body| crate::access_log::wrap(format, entry, body))
 }
 
