@@ -53,6 +53,7 @@ http {
 }
 CONF
 }
+# Also the OTLP collector for the tracing instance: it accepts every export with a 200.
 nginx_conf upstream 'server { listen 127.0.0.1:19000 backlog=4096; location / { return 200 "ok"; } }'
 nginx_conf proxy 'server {
     listen 127.0.0.1:19001 backlog=4096;
@@ -136,6 +137,16 @@ name = "transform"
 match = { path_prefix = "/transform" }
 upstream = "backend"
 plugins = [{ use = "transform", config = { request = { json = [{ op = "set", pointer = "/meta/source", value = "gateway" }] } } }]
+[upstreams.guarded]
+targets = ["127.0.0.1:19000"]
+balance = "least-outstanding"
+health_check = { path = "/", interval = "1s" }
+circuit_breaker = { max_requests = 10000, failure_ratio = 0.5 }
+retry = { retries = 2, statuses = [502, 503] }
+[[routes]]
+name = "guarded"
+match = { path_prefix = "/guarded" }
+upstream = "guarded"
 [[routes]]
 name = "plain"
 upstream = "backend"
@@ -171,8 +182,16 @@ taskset -c 1 nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!)
 RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate.toml" & pids+=($!)
 sed -e 's/access_log = "off"/access_log = "json"/' -e 's/127.0.0.1:19002/127.0.0.1:19003/' "$work/wasmgate.toml" > "$work/wasmgate-logged.toml"
 RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate-logged.toml" > "$work/access.log" & pids+=($!)
+# Metrics are counted only with an admin listener: a third instance has one.
+sed -e 's/127.0.0.1:19002/127.0.0.1:19004/' "$work/wasmgate.toml" > "$work/wasmgate-metrics.toml"
+printf '[admin]\naddr = "127.0.0.1:19014"\n' >> "$work/wasmgate-metrics.toml"
+RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate-metrics.toml" & pids+=($!)
+# A fourth exports a span per request, plugin call and upstream call over OTLP (to nginx).
+sed -e 's/127.0.0.1:19002/127.0.0.1:19005/' "$work/wasmgate.toml" > "$work/wasmgate-traced.toml"
+printf '[tracing]\notlp_endpoint = "http://127.0.0.1:19000/v1/traces"\n' >> "$work/wasmgate-traced.toml"
+RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate-traced.toml" & pids+=($!)
 # The first start compiles the plugins (a few seconds); later ones load them from the cache.
-for port in 19000 19001 19002 19003; do
+for port in 19000 19001 19002 19003 19004 19005; do
   for _ in $(seq 60); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.5; done
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
 done
@@ -184,6 +203,10 @@ targets=(
   "nginx + CORS/header directives|http://127.0.0.1:19001/cors|"
   "wasmgate, no plugins|http://127.0.0.1:19002/|"
   "wasmgate, no plugins, JSON access log|http://127.0.0.1:19003/|"
+  "wasmgate, no plugins, metrics on|http://127.0.0.1:19004/|"
+  "wasmgate, no plugins, OTLP spans on|http://127.0.0.1:19005/|"
+  "wasmgate, health check+circuit+retry|http://127.0.0.1:19002/guarded|"
+  "wasmgate, cors + headers, OTLP spans|http://127.0.0.1:19005/cors|"
   "wasmgate, cors + headers plugins|http://127.0.0.1:19002/cors|"
   "nginx + limit_req + CORS|http://127.0.0.1:19001/limited|"
   "wasmgate, cors + rate-limit (local)|http://127.0.0.1:19002/limited|"
