@@ -16,17 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-for tool in nginx wrk curl; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install nginx wrk curl)" >&2; exit 1; }
-done
-cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/common.sh nginx wrk curl
 
 target_conf() { # name port
   cat > "$work/$1.conf" <<CONF

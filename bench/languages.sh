@@ -17,15 +17,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 root=$PWD
-cargo build --release --quiet
+source bench/common.sh wrk taskset curl
 wasmgate=$root/target/release/wasmgate
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 langs=(rust c python js)
 for lang in "${langs[@]}"; do

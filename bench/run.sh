@@ -22,17 +22,7 @@ JWT_SECRET="a-bench-secret-of-at-least-32-bytes!!"
 JWT="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImV4cCI6NDEwMjQ0NDgwMH0.Hqz14ktIHJghTrI7I6Uv0OHCxnsiZY1LMJ2rXUHkdqc"
 API_KEY="bench-key"
 KEY_SHA256=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "bench needs $tool (apt-get install nginx wrk)" >&2; exit 1; }
-done
-cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/common.sh nginx wrk taskset curl
 
 nginx_conf() { # name, server block
   cat > "$work/$1.conf" <<CONF

@@ -222,14 +222,7 @@ upstream = "up"
         500
     );
     assert_eq!(c.get(gw.url("/down")).send().await.unwrap().status(), 502);
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.admin_text("/metrics").await;
     for line in [
         "wasmgate_requests_total{route=\"ok\",method=\"GET\",status=\"2xx\"} 3",
         "wasmgate_requests_total{route=\"-\",method=\"GET\",status=\"4xx\"} 1",

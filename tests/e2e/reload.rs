@@ -382,14 +382,7 @@ async fn invalid_modules_and_configs_are_refused_and_the_old_version_keeps_servi
         "{error}"
     );
     assert_eq!(version_of(&c, &url).await, Ok(Version::Echo));
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.admin_text("/metrics").await;
     assert!(
         !metrics.contains("wasmgate_reloads_total{result=\"error\"} 0"),
         "{metrics}"

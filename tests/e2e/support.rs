@@ -370,6 +370,13 @@ impl Gateway {
         format!("http://{}{path}", self.addr_of("admin"))
     }
 
+    /// The body of `GET <path>` on the admin listener, e.g. the `/metrics` text.
+    pub async fn admin_text(&self, path: &str) -> String {
+        let resp = client().get(self.admin_url(path)).send().await.unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+
     /// The config file the gateway runs on (rewrite it to trigger a reload).
     pub fn config_path(&self) -> PathBuf {
         self._dir.path().join("gateway.toml")

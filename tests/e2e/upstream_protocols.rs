@@ -17,6 +17,23 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
+/// A server on a new loopback port that hands each connection to `serve` on its own task;
+/// it stops when the handle is dropped or aborted.
+async fn accept_each<F, Fut>(serve: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    (addr, task)
+}
+
 /// A private CA, a server certificate for `upstream.test` and a client certificate, as PEM
 /// files in a temporary directory.
 struct Pki {
@@ -75,38 +92,31 @@ async fn tls_upstream(pki: &Pki) -> (std::net::SocketAddr, tokio::task::JoinHand
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
+    accept_each(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let sni = tls.get_ref().1.server_name().map(str::to_owned);
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let body = serde_json::json!({
-                        "version": format!("{:?}", req.version()),
-                        "sni": sni,
-                        "path": req.uri().path(),
-                    });
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            bytes::Bytes::from(body.to_string()),
-                        )))
-                    }
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let body = serde_json::json!({
+                    "version": format!("{:?}", req.version()),
+                    "sni": sni,
+                    "path": req.uri().path(),
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        bytes::Bytes::from(body.to_string()),
+                    )))
+                }
             });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
         }
-    });
-    (addr, task)
+    })
+    .await
 }
 
 fn tls_config(pki: &Pki, addr: std::net::SocketAddr, ca: &str, client_cert: bool) -> String {
@@ -197,26 +207,18 @@ upstream = "secure"
 
 #[tokio::test]
 async fn h2c_to_an_upstream_with_prior_knowledge() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let version = format!("{:?}", req.version());
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        bytes::Bytes::from(version),
-                    )))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let (addr, _server) = accept_each(|stream| async move {
+        let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let version = format!("{:?}", req.version());
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+                version,
+            ))))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await;
     let gw = Gateway::start(&format!(
         "{MAIN_LISTENER}[upstreams.h2c]\ntargets = [\"{addr}\"]\nhttp2 = true\n[[routes]]\nname = \"r\"\nupstream = \"h2c\"\n"
     ))
@@ -228,25 +230,17 @@ async fn h2c_to_an_upstream_with_prior_knowledge() {
 
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() || message.is_binary() {
-                        let _ = ws.send(message).await;
-                    }
-                }
-            });
+    let (addr, _server) = accept_each(|stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() || message.is_binary() {
+                let _ = ws.send(message).await;
+            }
         }
-    });
+    })
+    .await;
     let gw = Gateway::start(&format!(
         r#"{MAIN_LISTENER}
 [upstreams.ws]
