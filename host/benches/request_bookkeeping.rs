@@ -67,6 +67,8 @@ fn upstream_choice(c: &mut Criterion) {
     }
     let circuit = Circuit::new(CircuitSettings {
         max_requests: Some(1000),
+        max_pending: 0,
+        pending_timeout: Duration::from_secs(1),
         failure_ratio: Some(0.5),
         min_requests: 20,
         window: Duration::from_secs(10),

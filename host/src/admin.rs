@@ -232,6 +232,7 @@ fn upstreams(snapshot: &Snapshot) -> serde_json::Value {
                 "circuit": upstream.circuit().map(|c| json!({
                     "state": c.state().as_str(),
                     "in_flight": c.in_flight(),
+                    "pending": c.pending(),
                 })),
                 "tls": settings.tls.is_some(),
                 "http2": settings.http2,

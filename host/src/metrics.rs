@@ -416,6 +416,7 @@ pub fn encode_state(snapshot: &Snapshot) -> String {
     let outstanding = Family::<TargetLabels, Gauge>::default();
     let circuit = Family::<UpstreamLabel, Gauge>::default();
     let in_flight = Family::<UpstreamLabel, Gauge>::default();
+    let pending = Family::<UpstreamLabel, Gauge>::default();
     let idle = Family::<PluginLabels, Gauge>::default();
     let now = crate::upstream::health::now_ms();
     for (name, upstream) in &snapshot.upstreams {
@@ -439,6 +440,7 @@ pub fn encode_state(snapshot: &Snapshot) -> String {
             in_flight
                 .get_or_create(&label)
                 .set(i64::from(c.in_flight()));
+            pending.get_or_create(&label).set(i64::from(c.pending()));
         }
     }
     for route in snapshot.routes.iter() {
@@ -469,6 +471,11 @@ pub fn encode_state(snapshot: &Snapshot) -> String {
         "upstream_circuit_in_flight",
         "Requests in flight counted by the circuit breaker",
         in_flight,
+    );
+    registry.register(
+        "upstream_circuit_pending",
+        "Requests waiting for a slot under max_requests",
+        pending,
     );
     registry.register(
         "plugin_pool_idle_instances",

@@ -107,14 +107,7 @@ plugins = [
     }
     assert_eq!(statuses, BTreeMap::from([(200, 15), (429, 5)]));
     c.post(gw.url("/items")).send().await.unwrap();
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.admin_text("/metrics").await;
     let samples = parse_metrics(&text);
     let value = |name: &str, labels: &[(&str, &str)]| {
         find(&samples, name, labels)
@@ -208,6 +201,12 @@ plugins = [
         value("wasmgate_upstream_circuit_state", &[("upstream", "pool")]),
         0.0
     );
+    for idle in [
+        "wasmgate_upstream_circuit_in_flight",
+        "wasmgate_upstream_circuit_pending",
+    ] {
+        assert_eq!(value(idle, &[("upstream", "pool")]), 0.0, "{idle}");
+    }
     assert!(
         find(
             &samples,

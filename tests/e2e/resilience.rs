@@ -309,6 +309,48 @@ async fn max_requests_sheds_what_is_over_the_cap() {
 }
 
 #[tokio::test]
+async fn max_pending_queues_requests_for_a_slot_and_sheds_the_rest() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(300))).await;
+    let gw = gateway(&format!(
+        "targets = [\"{}\"]\ncircuit_breaker = {{ max_requests = 1, max_pending = 2, pending_timeout = \"5s\" }}",
+        up.addr
+    ))
+    .await;
+    let c = client();
+    let started = Instant::now();
+    let requests = (0..4).map(|_| async {
+        let status = c.get(gw.url("/")).send().await.unwrap().status().as_u16();
+        (status, started.elapsed())
+    });
+    let mut answers = futures_util::future::join_all(requests).await;
+    answers.sort();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    // One in flight, two waiting their turn, one over the queue.
+    assert_eq!(statuses, [200, 200, 200, 503], "{answers:?}");
+    let slowest = answers[..3].iter().map(|a| a.1).max().unwrap();
+    assert!(
+        slowest >= Duration::from_millis(850),
+        "served one after another: {answers:?}"
+    );
+    assert_eq!(up.hits(), 3);
+
+    // A wait that runs out is a 503 too.
+    let gw = gateway(&format!(
+        "targets = [\"{}\"]\ncircuit_breaker = {{ max_requests = 1, max_pending = 5, pending_timeout = \"100ms\" }}",
+        up.addr
+    ))
+    .await;
+    let requests = (0..2).map(|_| c.get(gw.url("/")).send());
+    let mut statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+}
+
+#[tokio::test]
 async fn retry_budget_caps_retries() {
     let up = with_status(Arc::new(AtomicU16::new(503))).await;
     let gw = gateway(&format!(
@@ -323,14 +365,7 @@ async fn retry_budget_caps_retries() {
     // 50 requests at 10 %: 5 retries, where 3 a request would have made 150.
     let retries = up.hits() - 50;
     assert!((4..=6).contains(&retries), "{retries} retries");
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.admin_text("/metrics").await;
     // Every request but the four that got a retry found the budget spent.
     assert!(
         metrics.contains("wasmgate_upstream_retry_budget_exhausted_total{upstream=\"pool\"} 50"),
@@ -353,14 +388,7 @@ async fn refused_connections_are_retried_without_spending_the_budget() {
         assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
     }
     assert_eq!(live.hits(), 40);
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.admin_text("/metrics").await;
     let count = |series: &str| {
         metrics
             .lines()

@@ -353,8 +353,14 @@ pub struct OutlierSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitSection {
-    /// Requests in flight to the upstream at once; more get 503 at once.
+    /// Requests in flight to the upstream at once; more wait in the queue or get 503.
     pub max_requests: Option<u32>,
+    /// Requests that may wait for a slot when `max_requests` are in flight.
+    #[serde(default)]
+    pub max_pending: u32,
+    /// How long a request may wait for a slot.
+    #[serde(default = "default_pending_timeout", with = "humantime_serde")]
+    pub pending_timeout: Duration,
     /// Share of failed requests (0–1) in the window that opens the circuit.
     pub failure_ratio: Option<f64>,
     /// Requests the window must hold before the ratio counts.
@@ -371,6 +377,9 @@ pub struct CircuitSection {
     pub half_open_requests: u32,
 }
 
+fn default_pending_timeout() -> Duration {
+    Duration::from_secs(1)
+}
 fn default_min_requests() -> u32 {
     20
 }

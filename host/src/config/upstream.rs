@@ -144,6 +144,9 @@ pub fn resolve(section: &UpstreamSection, base: &Path) -> Result<Resolved, Vec<S
         if c.max_requests == Some(0) {
             problems.push("circuit_breaker.max_requests must be at least 1".into());
         }
+        if c.max_pending > 0 && c.max_requests.is_none() {
+            problems.push("circuit_breaker.max_pending needs max_requests".into());
+        }
         if c.max_requests.is_none() && c.failure_ratio.is_none() {
             problems.push("circuit_breaker needs max_requests, failure_ratio or both".into());
         }
@@ -154,6 +157,8 @@ pub fn resolve(section: &UpstreamSection, base: &Path) -> Result<Resolved, Vec<S
         }
         CircuitSettings {
             max_requests: c.max_requests,
+            max_pending: c.max_pending,
+            pending_timeout: c.pending_timeout,
             failure_ratio: c.failure_ratio,
             min_requests: c.min_requests,
             window: c.window,

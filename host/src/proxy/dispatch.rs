@@ -71,7 +71,11 @@ pub async fn send(
         },
         None => None,
     };
-    let admission = match upstream.circuit().map(|c| c.admit()) {
+    let admitted = match upstream.circuit() {
+        None => None,
+        Some(circuit) => Some(circuit.admit_or_wait().await),
+    };
+    let admission = match admitted {
         None => None,
         Some(Ok(admission)) => Some(admission),
         Some(Err(refusal)) => {

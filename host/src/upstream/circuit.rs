@@ -1,5 +1,6 @@
-//! The circuit breaker of one upstream: a cap on requests in flight, and a breaker that opens
-//! when the share of failed requests in a sliding window passes a threshold.
+//! The circuit breaker of one upstream: a cap on requests in flight (with a bounded queue of
+//! requests waiting for a slot), and a breaker that opens when the share of failed requests
+//! in a sliding window passes a threshold.
 //!
 //! Closed: requests pass and outcomes are counted. Open: requests get 503 with `Retry-After`
 //! at once, without an upstream call, for `open_for`. Half-open: up to `half_open_requests`
@@ -12,8 +13,12 @@ use std::time::{Duration, Instant};
 /// `circuit_breaker = { … }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CircuitSettings {
-    /// Requests in flight to the upstream at once; more get 503 at once.
+    /// Requests in flight to the upstream at once; more wait in the queue or get 503.
     pub max_requests: Option<u32>,
+    /// Requests that may wait for one of `max_requests` slots; more get 503 at once.
+    pub max_pending: u32,
+    /// How long a request waits in that queue before it gets 503.
+    pub pending_timeout: Duration,
     /// Share of failed requests (0–1) in the window that opens the circuit.
     pub failure_ratio: Option<f64>,
     /// Requests the window must hold before the ratio counts.
@@ -53,7 +58,7 @@ impl State {
 pub enum Refusal {
     /// The circuit is open; try again after this long.
     Open(Duration),
-    /// `max_requests` are in flight.
+    /// `max_requests` are in flight and the queue is full (or the wait ran out).
     Full,
 }
 
@@ -75,6 +80,10 @@ pub struct Circuit {
     epoch: Instant,
     state: AtomicU8,
     in_flight: AtomicU32,
+    /// Requests waiting for a slot.
+    pending: AtomicU32,
+    /// Woken when a slot frees while requests wait.
+    slot_freed: tokio::sync::Notify,
     window: Mutex<Window>,
 }
 
@@ -92,6 +101,8 @@ impl Circuit {
             epoch: Instant::now(),
             state: AtomicU8::new(State::Closed as u8),
             in_flight: AtomicU32::new(0),
+            pending: AtomicU32::new(0),
+            slot_freed: tokio::sync::Notify::new(),
             window: Mutex::new(Window {
                 buckets: [(0, 0); BUCKETS],
                 current: 0,
@@ -116,7 +127,47 @@ impl Circuit {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Lets a request through or refuses it.
+    /// Requests waiting for a slot.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Lets a request through, after waiting in the queue for a slot (up to `max_pending`
+    /// requests, each for up to `pending_timeout`) when `max_requests` are in flight, or
+    /// refuses it.
+    pub async fn admit_or_wait(&self) -> Result<Admission, Refusal> {
+        match self.admit() {
+            Err(Refusal::Full) => {}
+            decided => return decided,
+        }
+        let max = self.settings.max_pending;
+        if self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Refusal::Full);
+        }
+        let _waiting = Waiting(&self.pending);
+        let deadline = tokio::time::Instant::now() + self.settings.pending_timeout;
+        loop {
+            // Registered before the retry, so a slot freed in between is not missed.
+            let freed = self.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.admit() {
+                Err(Refusal::Full) => {}
+                decided => return decided,
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Refusal::Full);
+            }
+        }
+    }
+
+    /// Lets a request through or refuses it, without waiting.
     pub fn admit(&self) -> Result<Admission, Refusal> {
         let probe = match self.state() {
             State::Closed => false,
@@ -156,6 +207,9 @@ impl Circuit {
     pub fn done(&self, admission: Admission, ok: bool) {
         if self.settings.max_requests.is_some() {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if self.pending.load(Ordering::Acquire) > 0 {
+                self.slot_freed.notify_one();
+            }
         }
         let Some(ratio) = self.settings.failure_ratio else {
             return;
@@ -225,6 +279,15 @@ impl Circuit {
     }
 }
 
+/// One request in the queue; leaves it when dropped (admitted, refused or cancelled).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +295,8 @@ mod tests {
     fn breaker(open_for: Duration) -> Circuit {
         Circuit::new(CircuitSettings {
             max_requests: Some(2),
+            max_pending: 0,
+            pending_timeout: Duration::from_secs(1),
             failure_ratio: Some(0.5),
             min_requests: 4,
             window: Duration::from_secs(10),
@@ -288,5 +353,57 @@ mod tests {
         c.done(a, true);
         assert!(c.admit().is_ok());
         c.done(b, true);
+    }
+
+    fn queue(max_pending: u32, pending_timeout: Duration) -> std::sync::Arc<Circuit> {
+        std::sync::Arc::new(Circuit::new(CircuitSettings {
+            max_requests: Some(1),
+            max_pending,
+            pending_timeout,
+            failure_ratio: None,
+            min_requests: 1,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(1),
+            half_open_requests: 1,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_takes_the_slot_that_frees() {
+        let c = queue(1, Duration::from_secs(5));
+        let first = c.admit_or_wait().await.unwrap();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.admit_or_wait().await.map(|a| c.done(a, true)) }
+        });
+        while c.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The queue holds one: the next request is refused at once.
+        assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
+        c.done(first, true);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!((c.pending(), c.in_flight()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_gives_up_after_the_pending_timeout() {
+        let c = queue(4, Duration::from_millis(50));
+        let held = c.admit().unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(c.pending(), 0);
+        c.done(held, true);
+    }
+
+    #[tokio::test]
+    async fn without_a_queue_a_full_circuit_refuses_at_once() {
+        let c = queue(0, Duration::from_secs(5));
+        let held = c.admit().unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        c.done(held, true);
     }
 }
