@@ -408,6 +408,61 @@ async fn refused_connections_are_retried_without_spending_the_budget() {
 }
 
 #[tokio::test]
+async fn a_dead_target_writes_a_few_warnings_a_second_and_counts_the_rest() {
+    let live = Upstream::echo().await;
+    let gw = gateway(&format!(
+        "targets = [\"127.0.0.1:1\", \"{}\"]\noutlier_detection = false",
+        live.addr
+    ))
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let traffic = load(&gw, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = traffic.await.unwrap();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(failed.is_empty(), "{failed:?}");
+    let refused = gw
+        .admin_text("/metrics")
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "wasmgate_upstream_errors_total{upstream=\"pool\",kind=\"unreachable\"}",
+            )?
+            .trim()
+            .parse::<u64>()
+            .ok()
+        })
+        .unwrap();
+    assert!(refused * 3 > ok as u64, "{refused} refused of {ok}");
+    let warnings: Vec<Value> = gw
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l["message"] == "upstream request failed" && l["upstream_target"] == "127.0.0.1:1"
+        })
+        .collect();
+    // Five a second, in each second the failures spanned (at most one more than measured).
+    assert!(
+        warnings.len() as u64 <= 5 * (seconds + 1),
+        "{} warnings in {seconds} s",
+        warnings.len()
+    );
+    let suppressed: u64 = warnings
+        .iter()
+        .filter_map(|l| l["suppressed"].as_u64())
+        .sum();
+    assert!(suppressed > 0, "{warnings:?}");
+    assert!(
+        suppressed + warnings.len() as u64 <= refused,
+        "{suppressed} + {} > {refused}",
+        warnings.len()
+    );
+}
+
+#[tokio::test]
 async fn slow_attempt_times_out_and_is_retried_on_another_target() {
     let slow = Upstream::start(Behaviour::Slow(Duration::from_secs(3))).await;
     let fast = Upstream::echo().await;

@@ -131,7 +131,8 @@ async fn attempts(
             crate::metrics::upstream_error(upstream.name(), "no_healthy_target");
             return Err(GatewayError::NoHealthyTarget);
         };
-        let target = &upstream.targets()[i].authority;
+        let picked = &upstream.targets()[i];
+        let target = &picked.authority;
         attempted.target = Some(target.clone());
         attempted.attempts += 1;
         let replay = match &out.body {
@@ -170,7 +171,9 @@ async fn attempts(
             }
             Err(_elapsed) => {
                 upstream.record(i, false);
-                tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %target, timeout = ?per_try, "upstream attempt timed out");
+                if let Some(suppressed) = picked.warnings.admit() {
+                    tracing::warn!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %target, timeout = ?per_try, suppressed, "upstream attempt timed out");
+                }
                 crate::metrics::upstream_error(upstream.name(), "timeout");
                 (Some(Failure::Timeout), Err(GatewayError::UpstreamTimeout))
             }
@@ -181,13 +184,16 @@ async fn attempts(
                 upstream.record(i, false);
                 let connect = e.is_connect();
                 let timed_out = connect && error::is_timeout(&e);
-                tracing::warn!(
-                    target: "wasmgate::upstream",
-                    upstream = upstream.name(),
-                    upstream_target = %target,
-                    error = %error::chain(&e),
-                    "upstream request failed",
-                );
+                if let Some(suppressed) = picked.warnings.admit() {
+                    tracing::warn!(
+                        target: "wasmgate::upstream",
+                        upstream = upstream.name(),
+                        upstream_target = %target,
+                        error = %error::chain(&e),
+                        suppressed,
+                        "upstream request failed",
+                    );
+                }
                 let (kind, failure, gateway_error) = match (connect, timed_out) {
                     (true, true) => ("timeout", Failure::Connect, GatewayError::UpstreamTimeout),
                     (true, false) => (

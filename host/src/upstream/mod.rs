@@ -8,6 +8,7 @@ pub mod balance;
 pub mod circuit;
 mod connect;
 pub mod health;
+mod log_throttle;
 pub mod retry;
 
 use std::net::IpAddr;
@@ -25,6 +26,7 @@ use circuit::{Circuit, CircuitSettings};
 use connect::UpstreamClient;
 pub use connect::UpstreamTls;
 use health::{ActiveSettings, Change, OutlierSettings, TargetHealth};
+use log_throttle::LogThrottle;
 use retry::{RetryBudget, RetrySettings};
 
 /// Settings of one upstream.
@@ -98,6 +100,8 @@ pub struct Target {
     pub weight: u32,
     /// Passive and active health.
     pub health: TargetHealth,
+    /// Bounds the failure warnings this target writes.
+    pub warnings: LogThrottle,
     outstanding: AtomicU32,
 }
 
@@ -157,6 +161,7 @@ impl Upstream {
                     authority,
                     weight: weight.max(1),
                     health: TargetHealth::default(),
+                    warnings: LogThrottle::default(),
                     outstanding: AtomicU32::new(0),
                 })
                 .collect(),
