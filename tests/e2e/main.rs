@@ -15,6 +15,7 @@ mod limits;
 mod observability;
 mod polyglot;
 mod protocols;
+mod quickstart;
 mod ratelimit;
 mod reload;
 mod resilience;
