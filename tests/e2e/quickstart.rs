@@ -85,21 +85,16 @@ async fn the_quickstart_serves_as_the_readme_shows() {
     );
 
     // /private: the API key, then five requests a minute.
-    let resp = c
-        .get(public("/private/orders"))
-        .header("x-api-key", "wrong")
-        .send()
-        .await
-        .unwrap();
+    let private = |key: &'static str| {
+        c.get(public("/private/orders"))
+            .header("x-api-key", key)
+            .send()
+    };
+    let resp = private("wrong").await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(json(resp).await["error"], "invalid_api_key");
     for left in (0..5).rev() {
-        let resp = c
-            .get(public("/private/orders"))
-            .header("x-api-key", "demo-key")
-            .send()
-            .await
-            .unwrap();
+        let resp = private("demo-key").await.unwrap();
         assert_eq!(resp.status(), 200);
         let ratelimit = resp.headers()["ratelimit"].to_str().unwrap().to_owned();
         assert!(
@@ -108,12 +103,7 @@ async fn the_quickstart_serves_as_the_readme_shows() {
         );
         assert_eq!(json(resp).await["headers"]["x-consumer-id"], "demo");
     }
-    let resp = c
-        .get(public("/private/orders"))
-        .header("x-api-key", "demo-key")
-        .send()
-        .await
-        .unwrap();
+    let resp = private("demo-key").await.unwrap();
     assert_eq!(resp.status(), 429);
     assert!(resp.headers().contains_key("retry-after"));
 

@@ -65,6 +65,23 @@ fn load(
     })
 }
 
+/// `n` GETs sent at once: each one's status and time to answer, sorted.
+async fn at_once(gw: &Gateway, n: usize) -> Vec<(u16, Duration)> {
+    let c = client();
+    let started = Instant::now();
+    let requests = (0..n).map(|_| async {
+        let status = c.get(gw.url("/")).send().await.unwrap().status().as_u16();
+        (status, started.elapsed())
+    });
+    let mut answers = futures_util::future::join_all(requests).await;
+    answers.sort();
+    answers
+}
+
+fn statuses(answers: &[(u16, Duration)]) -> Vec<u16> {
+    answers.iter().map(|a| a.0).collect()
+}
+
 async fn upstreams(gw: &Gateway) -> Value {
     json(
         client()
@@ -296,15 +313,7 @@ async fn max_requests_sheds_what_is_over_the_cap() {
         up.addr
     ))
     .await;
-    let c = client();
-    let requests = (0..4).map(|_| c.get(gw.url("/")).send());
-    let mut statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    statuses.sort();
-    assert_eq!(statuses, [200, 200, 503, 503]);
+    assert_eq!(statuses(&at_once(&gw, 4).await), [200, 200, 503, 503]);
     assert_eq!(up.hits(), 2);
 }
 
@@ -316,17 +325,9 @@ async fn max_pending_queues_requests_for_a_slot_and_sheds_the_rest() {
         up.addr
     ))
     .await;
-    let c = client();
-    let started = Instant::now();
-    let requests = (0..4).map(|_| async {
-        let status = c.get(gw.url("/")).send().await.unwrap().status().as_u16();
-        (status, started.elapsed())
-    });
-    let mut answers = futures_util::future::join_all(requests).await;
-    answers.sort();
-    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let answers = at_once(&gw, 4).await;
     // One in flight, two waiting their turn, one over the queue.
-    assert_eq!(statuses, [200, 200, 200, 503], "{answers:?}");
+    assert_eq!(statuses(&answers), [200, 200, 200, 503], "{answers:?}");
     let slowest = answers[..3].iter().map(|a| a.1).max().unwrap();
     assert!(
         slowest >= Duration::from_millis(850),
@@ -340,14 +341,7 @@ async fn max_pending_queues_requests_for_a_slot_and_sheds_the_rest() {
         up.addr
     ))
     .await;
-    let requests = (0..2).map(|_| c.get(gw.url("/")).send());
-    let mut statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    statuses.sort();
-    assert_eq!(statuses, [200, 503]);
+    assert_eq!(statuses(&at_once(&gw, 2).await), [200, 503]);
 }
 
 #[tokio::test]
