@@ -65,7 +65,7 @@ fn upstream_choice(c: &mut Criterion) {
             })
         });
     }
-    let circuit = Circuit::new(CircuitSettings {
+    let circuit = std::sync::Arc::new(Circuit::new(CircuitSettings {
         max_requests: Some(1000),
         max_pending: 0,
         pending_timeout: Duration::from_secs(1),
@@ -74,11 +74,11 @@ fn upstream_choice(c: &mut Criterion) {
         window: Duration::from_secs(10),
         open_for: Duration::from_secs(30),
         half_open_requests: 1,
-    });
+    }));
     c.bench_function("circuit breaker: admit and record", |b| {
         b.iter(|| {
-            let admission = circuit.admit().expect("the circuit is closed");
-            circuit.done(admission, true);
+            let mut admission = circuit.admit().expect("the circuit is closed");
+            admission.report(true);
         })
     });
     let budget = RetryBudget::new(&RetrySettings::connect_failures());

@@ -317,6 +317,87 @@ async fn max_requests_sheds_what_is_over_the_cap() {
     assert_eq!(up.hits(), 2);
 }
 
+/// Polls `/upstreams` until the pool's circuit has `n` requests in flight.
+async fn wait_in_flight(gw: &Gateway, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let state = upstreams(gw).await;
+        if state["pool"]["circuit"]["in_flight"] == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "in flight never {n}: {state:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_frees_its_circuit_slot() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(1_500))).await;
+    let gw = gateway(&format!(
+        "targets = [\"{}\"]\ncircuit_breaker = {{ max_requests = 1 }}",
+        up.addr
+    ))
+    .await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(impatient.get(gw.url("/")).send().await.is_err());
+        wait_in_flight(&gw, 0).await;
+    }
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_streaming_response_holds_its_circuit_slot_until_its_end() {
+    // Sends the head and half the body, then the rest when told.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let finish = Arc::new(tokio::sync::Notify::new());
+    let release = finish.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let release = release.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345";
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    release.notified().await;
+                    if conn.write_all(b"67890").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway(&format!(
+        "targets = [\"{addr}\"]\ncircuit_breaker = {{ max_requests = 1 }}"
+    ))
+    .await;
+    let c = client();
+    let mut streaming = c.get(gw.url("/")).send().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    assert_eq!(&streaming.chunk().await.unwrap().unwrap()[..], b"12345");
+    // The first response is still streaming: its slot is taken.
+    assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 503);
+    finish.notify_one();
+    assert_eq!(&streaming.chunk().await.unwrap().unwrap()[..], b"67890");
+    assert!(streaming.chunk().await.unwrap().is_none());
+    wait_in_flight(&gw, 0).await;
+}
+
 #[tokio::test]
 async fn max_pending_queues_requests_for_a_slot_and_sheds_the_rest() {
     let up = Upstream::start(Behaviour::Slow(Duration::from_millis(300))).await;

@@ -72,9 +72,16 @@ fn pki() -> Pki {
     }
 }
 
+const H2_AND_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 /// A TLS upstream that wants a client certificate from `pki`'s CA, speaks h2 and HTTP/1.1 by
 /// ALPN, and answers with the HTTP version it saw.
-async fn tls_upstream(pki: &Pki) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+/// A TLS upstream that wants a client certificate and offers `alpn`; it answers with the
+/// version, SNI and path it saw.
+async fn tls_upstream(
+    pki: &Pki,
+    alpn: &[&[u8]],
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();
@@ -90,7 +97,7 @@ async fn tls_upstream(pki: &Pki) -> (std::net::SocketAddr, tokio::task::JoinHand
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     accept_each(move |stream| {
         let acceptor = acceptor.clone();
@@ -142,7 +149,7 @@ upstream = "secure"
 #[tokio::test]
 async fn h2_over_tls_to_an_upstream_with_a_private_ca_sni_and_client_certificate() {
     let pki = pki();
-    let (addr, _server) = tls_upstream(&pki).await;
+    let (addr, _server) = tls_upstream(&pki, H2_AND_H1).await;
     let ca = format!("{}/ca.pem", pki.dir.path().display());
     let gw = Gateway::start(&tls_config(&pki, addr, &ca, true)).await;
     let resp = client().get(gw.url("/over/tls")).send().await.unwrap();
@@ -154,9 +161,23 @@ async fn h2_over_tls_to_an_upstream_with_a_private_ca_sni_and_client_certificate
 }
 
 #[tokio::test]
+async fn http2_falls_back_to_http1_when_the_upstream_offers_only_http1() {
+    let pki = pki();
+    let (addr, _server) = tls_upstream(&pki, &[b"http/1.1"]).await;
+    let ca = format!("{}/ca.pem", pki.dir.path().display());
+    let gw = Gateway::start(&tls_config(&pki, addr, &ca, true)).await;
+    let c = client();
+    for _ in 0..3 {
+        let resp = c.get(gw.url("/over/tls")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(json(resp).await["version"], "HTTP/1.1");
+    }
+}
+
+#[tokio::test]
 async fn upstream_tls_failures_are_502_and_logged() {
     let pki = pki();
-    let (addr, _server) = tls_upstream(&pki).await;
+    let (addr, _server) = tls_upstream(&pki, H2_AND_H1).await;
     // Without the client certificate the upstream refuses the handshake.
     let ca = format!("{}/ca.pem", pki.dir.path().display());
     let gw = Gateway::start(&tls_config(&pki, addr, &ca, false)).await;

@@ -35,6 +35,55 @@ where
     body.map_err(Into::into).boxed()
 }
 
+/// Streams `body` through, holding `guard` until the body has ended or is dropped: what the
+/// response keeps busy upstream stays counted while it streams.
+pub fn holding<B, G>(body: B, guard: G) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+    G: Send + Sync + Unpin + 'static,
+{
+    Holding {
+        body,
+        guard: Some(guard),
+    }
+    .boxed()
+}
+
+struct Holding<B, G> {
+    body: B,
+    guard: Option<G>,
+}
+
+impl<B, G> http_body::Body for Holding<B, G>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.guard = None;
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// `prefix`, followed by the rest of `rest`: a body that was partly read and must go on whole.
 pub fn prefixed<B>(prefix: Bytes, rest: B) -> ProxyBody
 where

@@ -6,6 +6,7 @@
 //! Only bodies the gateway holds whole can be sent twice; a request body still streaming
 //! from the client gets one attempt.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,8 +19,8 @@ use hyper_util::rt::TokioIo;
 use super::body::{self, ProxyBody};
 use super::error::{self, GatewayError};
 use crate::telemetry::RequestTrace;
-use crate::upstream::Upstream;
 use crate::upstream::retry::Failure;
+use crate::upstream::{InFlight, Upstream};
 
 /// A request ready for the upstream, except for its target.
 pub struct Outbound {
@@ -56,7 +57,7 @@ pub struct Attempted {
 
 /// Sends `out` to `upstream` and returns the response head with its body streaming.
 pub async fn send(
-    upstream: &Upstream,
+    upstream: &Arc<Upstream>,
     mut out: Outbound,
     trace: &RequestTrace,
     attempted: &mut Attempted,
@@ -94,30 +95,34 @@ pub async fn send(
             });
         }
     };
+    let mut admission = admission;
     let result = attempts(upstream, &mut out, trace, attempted).await;
-    let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
+    let ok = matches!(&result, Ok((resp, _)) if !resp.status().is_server_error());
     if let Some(permit) = permit {
         permit.done(!ok);
     }
-    if let (Some(circuit), Some(admission)) = (upstream.circuit(), admission) {
-        circuit.done(admission, ok);
+    if let Some(admission) = &mut admission {
+        admission.report(ok);
     }
-    let mut response = result?;
+    let (mut response, in_flight) = result?;
+    // The circuit slot and the target's outstanding count stay taken while the response
+    // streams (or the tunnel is open): that is how long the upstream connection is busy.
+    let held = (admission, in_flight);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return tunnel(upstream, response, out.upgrade.take());
+        return tunnel(upstream, response, out.upgrade.take(), held);
     }
     super::forward::strip_hop_by_hop(response.headers_mut());
-    Ok(response.map(body::stream))
+    Ok(response.map(|b| body::holding(b, held)))
 }
 
 /// One attempt after another until one succeeds, the failure is not retried, or the budget,
 /// the attempts or the request timeout run out.
 async fn attempts(
-    upstream: &Upstream,
+    upstream: &Arc<Upstream>,
     out: &mut Outbound,
     trace: &RequestTrace,
     attempted: &mut Attempted,
-) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+) -> Result<(Response<hyper::body::Incoming>, InFlight), GatewayError> {
     let started = Instant::now();
     let deadline = upstream.request_timeout();
     let retry = upstream.retry();
@@ -157,7 +162,9 @@ async fn attempts(
         let timer = Instant::now();
         let sent = tokio::time::timeout(per_try, upstream.client().request(request)).await;
         upstream.observe(timer.elapsed());
-        drop(in_flight);
+        // The connection could not be made, for another reason than a timeout (refused, a
+        // failed TLS handshake): no request reached the target.
+        let mut refused = false;
         let (failure, result) = match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -166,7 +173,7 @@ async fn attempts(
                 let retried = retry.is_some_and(|(r, _)| r.statuses.contains(&status.as_u16()));
                 match retried {
                     true => (Some(Failure::Status(status)), Ok(response)),
-                    false => return Ok(response),
+                    false => return Ok((response, in_flight)),
                 }
             }
             Err(_elapsed) => {
@@ -194,6 +201,7 @@ async fn attempts(
                         "upstream request failed",
                     );
                 }
+                refused = connect && !timed_out;
                 let (kind, failure, gateway_error) = match (connect, timed_out) {
                     (true, true) => ("timeout", Failure::Connect, GatewayError::UpstreamTimeout),
                     (true, false) => (
@@ -208,7 +216,7 @@ async fn attempts(
             }
         };
         let Some(failure) = failure else {
-            return result;
+            return result.map(|response| (response, in_flight));
         };
         span.fail(failure.as_str());
         drop(span);
@@ -221,17 +229,18 @@ async fn attempts(
             && attempted.attempts < max_attempts
             && started.elapsed() < deadline;
         if !may_retry {
-            return result;
+            return result.map(|response| (response, in_flight));
         }
         let Some((settings, budget)) = retry else {
-            return result;
+            return result.map(|response| (response, in_flight));
         };
-        // The budget bounds the load retries add. A connection that could not be made added
-        // none: its retry only carries the request to the target that now serves it, so a dead
-        // target's share moves elsewhere however many requests it had.
-        if failure != Failure::Connect && !budget.withdraw() {
+        // The budget bounds the load retries add. A refused connection added none: its retry
+        // only carries the request to the target that now serves it, so a dead target's share
+        // moves elsewhere however many requests it had. A connect timeout spends a token: a
+        // fleet too overloaded to accept connections is the storm the budget is for.
+        if !refused && !budget.withdraw() {
             crate::metrics::retry_budget_exhausted(upstream.name());
-            return result;
+            return result.map(|response| (response, in_flight));
         }
         crate::metrics::upstream_retry(upstream.name(), failure.as_str());
         tracing::debug!(target: "wasmgate::upstream", upstream = upstream.name(), upstream_target = %target, reason = failure.as_str(), attempt = attempted.attempts + 1, "retrying on another target");
@@ -268,11 +277,10 @@ fn request(
     let mut request = Request::new(body);
     *request.method_mut() = out.method.clone();
     *request.uri_mut() = uri;
-    // hyper picks the version for the connection (HTTP/1.1, or h2 when negotiated).
-    *request.version_mut() = match upstream.settings().http2 {
-        true => Version::HTTP_2,
-        false => Version::HTTP_11,
-    };
+    // The connection decides the version: h2 when ALPN negotiated it (or with prior
+    // knowledge), HTTP/1.1 otherwise. A request marked HTTP/2 would be refused on a target
+    // that only speaks HTTP/1.1.
+    *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = match last {
         true => std::mem::take(&mut out.headers),
         false => out.headers.clone(),
@@ -286,10 +294,11 @@ fn request(
 
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways
 /// until either side closes. Returns the 101 for the client.
-fn tunnel(
+fn tunnel<G: Send + 'static>(
     upstream: &Upstream,
     mut response: Response<hyper::body::Incoming>,
     client: Option<OnUpgrade>,
+    held: G,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let Some(client) = client else {
         // The upstream switched protocols the client never asked for.
@@ -298,6 +307,7 @@ fn tunnel(
     let upstream_side = hyper::upgrade::on(&mut response);
     let name = upstream.name().to_owned();
     tokio::spawn(async move {
+        let _held = held;
         let (client, upstream_io) = match tokio::try_join!(client, upstream_side) {
             Ok(pair) => pair,
             Err(e) => {

@@ -6,8 +6,8 @@
 //! at once, without an upstream call, for `open_for`. Half-open: up to `half_open_requests`
 //! probe requests pass; if they all succeed the circuit closes, if one fails it opens again.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `circuit_breaker = { … }`.
@@ -87,10 +87,40 @@ pub struct Circuit {
     window: Mutex<Window>,
 }
 
-/// A request let through; report its outcome with [`Circuit::done`].
+/// A request let through. It holds its slot of `max_requests` (and, half-open, its probe)
+/// until dropped, which is when the response body has been passed on or the request was
+/// abandoned; its outcome is reported with [`Admission::report`] once the response head is in.
 #[must_use]
 pub struct Admission {
+    circuit: Arc<Circuit>,
     probe: bool,
+    reported: bool,
+}
+
+impl Admission {
+    /// Records how the request went (once; later reports are ignored).
+    pub fn report(&mut self, ok: bool) {
+        if !std::mem::replace(&mut self.reported, true) {
+            self.circuit.record(self.probe, ok);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let circuit = &self.circuit;
+        if circuit.settings.max_requests.is_some() {
+            circuit.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if circuit.pending.load(Ordering::Acquire) > 0 {
+                circuit.slot_freed.notify_one();
+            }
+        }
+        if self.probe && !self.reported {
+            // Abandoned before its outcome was known: the probe goes back for another request.
+            let mut w = circuit.lock();
+            w.probes = w.probes.saturating_sub(1);
+        }
+    }
 }
 
 impl Circuit {
@@ -135,7 +165,7 @@ impl Circuit {
     /// Lets a request through, after waiting in the queue for a slot (up to `max_pending`
     /// requests, each for up to `pending_timeout`) when `max_requests` are in flight, or
     /// refuses it.
-    pub async fn admit_or_wait(&self) -> Result<Admission, Refusal> {
+    pub async fn admit_or_wait(self: &Arc<Self>) -> Result<Admission, Refusal> {
         match self.admit() {
             Err(Refusal::Full) => {}
             decided => return decided,
@@ -168,7 +198,7 @@ impl Circuit {
     }
 
     /// Lets a request through or refuses it, without waiting.
-    pub fn admit(&self) -> Result<Admission, Refusal> {
+    pub fn admit(self: &Arc<Self>) -> Result<Admission, Refusal> {
         let probe = match self.state() {
             State::Closed => false,
             State::Open | State::HalfOpen => {
@@ -200,22 +230,20 @@ impl Circuit {
                 return Err(Refusal::Full);
             }
         }
-        Ok(Admission { probe })
+        Ok(Admission {
+            circuit: self.clone(),
+            probe,
+            reported: false,
+        })
     }
 
-    /// Records how an admitted request went.
-    pub fn done(&self, admission: Admission, ok: bool) {
-        if self.settings.max_requests.is_some() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if self.pending.load(Ordering::Acquire) > 0 {
-                self.slot_freed.notify_one();
-            }
-        }
+    /// Counts how an admitted request (a probe or not) went.
+    fn record(&self, probe: bool, ok: bool) {
         let Some(ratio) = self.settings.failure_ratio else {
             return;
         };
         let mut w = self.lock();
-        if admission.probe {
+        if probe {
             if !ok {
                 self.open(&mut w, "a probe request failed");
                 return;
@@ -292,8 +320,13 @@ impl Drop for Waiting<'_> {
 mod tests {
     use super::*;
 
-    fn breaker(open_for: Duration) -> Circuit {
-        Circuit::new(CircuitSettings {
+    /// Reports the outcome and frees the slot, as the end of a response does.
+    fn finish(mut admission: Admission, ok: bool) {
+        admission.report(ok);
+    }
+
+    fn breaker(open_for: Duration) -> Arc<Circuit> {
+        Arc::new(Circuit::new(CircuitSettings {
             max_requests: Some(2),
             max_pending: 0,
             pending_timeout: Duration::from_secs(1),
@@ -302,7 +335,7 @@ mod tests {
             window: Duration::from_secs(10),
             open_for,
             half_open_requests: 1,
-        })
+        }))
     }
 
     #[test]
@@ -310,7 +343,7 @@ mod tests {
         let c = breaker(Duration::from_secs(60));
         for ok in [false, false, true] {
             let a = c.admit().unwrap();
-            c.done(a, ok);
+            finish(a, ok);
         }
         assert_eq!(
             c.state(),
@@ -318,7 +351,7 @@ mod tests {
             "3 requests are under min_requests"
         );
         let a = c.admit().unwrap();
-        c.done(a, false);
+        finish(a, false);
         assert_eq!(c.state(), State::Open);
         assert!(matches!(c.admit(), Err(Refusal::Open(d)) if d > Duration::from_secs(59)));
     }
@@ -328,18 +361,18 @@ mod tests {
         let c = breaker(Duration::from_millis(50));
         for _ in 0..4 {
             let a = c.admit().unwrap();
-            c.done(a, false);
+            finish(a, false);
         }
         assert_eq!(c.state(), State::Open);
         std::thread::sleep(Duration::from_millis(60));
         let probe = c.admit().unwrap();
         assert_eq!(c.state(), State::HalfOpen);
         assert!(c.admit().is_err(), "one probe at a time");
-        c.done(probe, false);
+        finish(probe, false);
         assert_eq!(c.state(), State::Open);
         std::thread::sleep(Duration::from_millis(60));
         let probe = c.admit().unwrap();
-        c.done(probe, true);
+        finish(probe, true);
         assert_eq!(c.state(), State::Closed);
         assert!(c.admit().is_ok());
     }
@@ -350,13 +383,35 @@ mod tests {
         let a = c.admit().unwrap();
         let b = c.admit().unwrap();
         assert_eq!(c.admit().err(), Some(Refusal::Full));
-        c.done(a, true);
+        finish(a, true);
         assert!(c.admit().is_ok());
-        c.done(b, true);
+        finish(b, true);
     }
 
-    fn queue(max_pending: u32, pending_timeout: Duration) -> std::sync::Arc<Circuit> {
-        std::sync::Arc::new(Circuit::new(CircuitSettings {
+    #[test]
+    fn an_abandoned_request_frees_its_slot_and_its_probe() {
+        let c = breaker(Duration::ZERO);
+        for _ in 0..4 {
+            finish(c.admit().unwrap(), false);
+        }
+        assert_eq!(c.state(), State::Open);
+        // The probe's client went away before the answer: another request may probe.
+        drop(c.admit().unwrap());
+        assert_eq!(c.in_flight(), 0);
+        let probe = c.admit().expect("the probe went back");
+        finish(probe, true);
+        assert_eq!(c.state(), State::Closed);
+        // A slot is held until the admission is dropped, reported or not.
+        let mut a = c.admit().unwrap();
+        a.report(true);
+        let _b = c.admit().unwrap();
+        assert_eq!(c.admit().err(), Some(Refusal::Full));
+        drop(a);
+        assert!(c.admit().is_ok());
+    }
+
+    fn queue(max_pending: u32, pending_timeout: Duration) -> Arc<Circuit> {
+        Arc::new(Circuit::new(CircuitSettings {
             max_requests: Some(1),
             max_pending,
             pending_timeout,
@@ -374,14 +429,14 @@ mod tests {
         let first = c.admit_or_wait().await.unwrap();
         let waiter = tokio::spawn({
             let c = c.clone();
-            async move { c.admit_or_wait().await.map(|a| c.done(a, true)) }
+            async move { c.admit_or_wait().await.map(|a| finish(a, true)) }
         });
         while c.pending() == 0 {
             tokio::task::yield_now().await;
         }
         // The queue holds one: the next request is refused at once.
         assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
-        c.done(first, true);
+        finish(first, true);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert_eq!((c.pending(), c.in_flight()), (0, 0));
     }
@@ -394,7 +449,7 @@ mod tests {
         assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert_eq!(c.pending(), 0);
-        c.done(held, true);
+        finish(held, true);
     }
 
     #[tokio::test]
@@ -404,6 +459,6 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(c.admit_or_wait().await.err(), Some(Refusal::Full));
         assert!(started.elapsed() < Duration::from_millis(50));
-        c.done(held, true);
+        finish(held, true);
     }
 }

@@ -104,11 +104,17 @@ impl UpstreamClient {
             http::header::USER_AGENT,
             http::HeaderValue::from_static("wasmgate-health-check"),
         );
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-            Ok(Err(e)) => Err(crate::proxy::error::chain(&e)),
-            Ok(Ok(response)) => Ok(drain(response).await),
-        }
+        // The timeout covers the body too: a target that sends a head and stalls must not
+        // hold up the checks of every target.
+        let answer = async {
+            match self.client.request(request).await {
+                Err(e) => Err(crate::proxy::error::chain(&e)),
+                Ok(response) => Ok(drain(response).await),
+            }
+        };
+        tokio::time::timeout(timeout, answer)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
     }
 }
 

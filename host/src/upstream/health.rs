@@ -62,10 +62,10 @@ impl ActiveSettings {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock.
+/// Milliseconds on a process-wide monotonic clock, from 1 (0 stands for "never").
 pub fn now_ms() -> u64 {
     static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64
+    START.elapsed().as_millis() as u64 + 1
 }
 
 /// Why a target's health changed, for the log.
@@ -184,7 +184,15 @@ impl TargetHealth {
         let healthy = self.healthy.load(Ordering::Relaxed);
         if passed {
             // A passing probe also ends a passive ejection: the target is demonstrably back.
-            let readmitted = self.ejected_until.swap(0, Ordering::Relaxed) > now_ms();
+            // The ejection ends now rather than never having been, so its back-off is
+            // forgotten only after the target has served well for a base period.
+            let now = now_ms();
+            let until = self.ejected_until.load(Ordering::Relaxed);
+            let readmitted = until > now
+                && self
+                    .ejected_until
+                    .compare_exchange(until, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
             if readmitted {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
                 self.readmitted.store(true, Ordering::Relaxed);
@@ -285,6 +293,14 @@ mod tests {
         }
         assert!(!h.available(now_ms()));
         assert_eq!(h.probe(true, &s), Some(Change::Readmitted));
+        assert!(h.available(now_ms()));
+        // A probe on a target that is not ejected readmits nothing.
+        assert_eq!(h.probe(true, &s), None);
+        // Served well for a base period after the probe readmitted it: the back-off is
+        // forgotten, and one failure no longer ejects it.
+        std::thread::sleep(Duration::from_millis(220));
+        assert_eq!(h.record(true, &settings(), || true), None);
+        assert_eq!(h.record(false, &settings(), || true), None);
         assert!(h.available(now_ms()));
     }
 }

@@ -112,14 +112,18 @@ impl Target {
     }
 }
 
-/// A request on its way to a target; counts as outstanding until dropped.
-pub struct InFlight<'a> {
-    target: &'a Target,
+/// A request on a target: counts as outstanding until dropped, which for the attempt that
+/// answers is when its response body has been passed on.
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    index: usize,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.target.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.targets[self.index]
+            .outstanding
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -135,7 +139,7 @@ pub struct Upstream {
     clients: Vec<UpstreamClient>,
     settings: UpstreamSettings,
     adaptive: Option<Arc<AdaptiveLimit>>,
-    circuit: Option<Circuit>,
+    circuit: Option<Arc<Circuit>>,
     budget: Option<RetryBudget>,
     checks_started: AtomicBool,
     metrics: crate::metrics::UpstreamMetrics,
@@ -169,7 +173,7 @@ impl Upstream {
                 .map(|_| UpstreamClient::new(&settings))
                 .collect(),
             adaptive: settings.adaptive.clone().map(AdaptiveLimit::new),
-            circuit: settings.circuit.clone().map(Circuit::new),
+            circuit: settings.circuit.clone().map(|c| Arc::new(Circuit::new(c))),
             budget: settings.retry.as_ref().map(RetryBudget::new),
             settings,
             checks_started: AtomicBool::new(false),
@@ -203,7 +207,7 @@ impl Upstream {
     }
 
     /// The circuit breaker, when configured.
-    pub fn circuit(&self) -> Option<&Circuit> {
+    pub fn circuit(&self) -> Option<&Arc<Circuit>> {
         self.circuit.as_ref()
     }
 
@@ -245,7 +249,11 @@ impl Upstream {
 
     /// A target for the next attempt, counted as outstanding while the guard lives; `None`
     /// when no target is available.
-    pub fn pick(&self, key: Option<u64>, avoid: Option<usize>) -> Option<(usize, InFlight<'_>)> {
+    pub fn pick(
+        self: &Arc<Self>,
+        key: Option<u64>,
+        avoid: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
         let now = health::now_ms();
         let i = self.balancer.pick(&Pick {
             available: &|i| self.targets[i].health.available(now),
@@ -253,9 +261,12 @@ impl Upstream {
             key,
             avoid,
         })?;
-        let target = &self.targets[i];
-        target.outstanding.fetch_add(1, Ordering::Relaxed);
-        Some((i, InFlight { target }))
+        self.targets[i].outstanding.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight {
+            upstream: self.clone(),
+            index: i,
+        };
+        Some((i, in_flight))
     }
 
     /// Whether a target other than `i` may take requests now.
