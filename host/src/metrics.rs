@@ -87,8 +87,9 @@ fn latency_histogram() -> Histogram {
 }
 
 fn plugin_histogram() -> Histogram {
-    // 1 µs … ~16 ms.
-    Histogram::new(exponential_buckets(0.000_001, 2.0, 15))
+    // 1 µs … ~1 s: in-memory plugins take microseconds, ones that call out (token
+    // introspection, Redis) take milliseconds, and a deadline can be set to seconds.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 21))
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;

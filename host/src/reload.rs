@@ -226,6 +226,18 @@ fn check_restart_free(current: &Snapshot, next: &ConfigFile) -> Result<(), Strin
             next.path.display()
         ));
     }
+    if next
+        .raw
+        .admin
+        .as_ref()
+        .map(crate::snapshot::AdminSettings::from_raw)
+        != current.admin
+    {
+        return Err(format!(
+            "{}: [admin] changed; the admin API is set up at start, restart wasmgate to apply this config",
+            next.path.display()
+        ));
+    }
     if let Some(workers) = next.raw.server.workers
         && workers.max(1) != current.server.workers
     {

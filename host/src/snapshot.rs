@@ -147,6 +147,27 @@ pub struct Snapshot {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Span export, when configured (set up at start; a reload cannot change it).
     pub tracing: Option<crate::telemetry::TracingSettings>,
+    /// The admin API, when configured (bound at start; a reload cannot change it).
+    pub admin: Option<AdminSettings>,
+}
+
+/// `[admin]` as the admin listener was started with. No `Debug`: it holds the token.
+#[derive(Clone, PartialEq)]
+pub struct AdminSettings {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The bearer token, when one is required.
+    pub token: Option<String>,
+}
+
+impl AdminSettings {
+    /// The settings `[admin]` asks for.
+    pub fn from_raw(raw: &crate::config::raw::AdminSection) -> Self {
+        Self {
+            addr: raw.addr,
+            token: raw.token.clone(),
+        }
+    }
 }
 
 /// Runtime options derived from a config, needed before any snapshot is built.
@@ -282,6 +303,15 @@ impl Snapshot {
                 ));
             }
         }
+        if raw
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.token.as_ref().is_some_and(|t| t.trim().is_empty()))
+        {
+            builder.problems.push(Problem::whole_file(
+                "admin.token is empty: set a token, or remove the key to leave the admin API open on its address".into(),
+            ));
+        }
         if builder.problems.is_empty() && raw.listeners.is_empty() {
             builder.problems.push(Problem::whole_file(
                 "no listeners: add a [listeners.<name>] table with an `addr`".into(),
@@ -299,6 +329,7 @@ impl Snapshot {
             routes: RouteTable::new(routes),
             upstreams: upstreams.into_iter().collect(),
             tracing: raw.tracing.as_ref().map(tracing_settings),
+            admin: raw.admin.as_ref().map(AdminSettings::from_raw),
             listeners,
             server: ServerSettings {
                 max_header_bytes: usize::try_from(s.max_header_bytes.as_u64())

@@ -441,14 +441,26 @@ async fn sighup_and_the_admin_endpoint_reload_and_listener_changes_are_refused()
         "[listeners.main]\naddr = \"127.0.0.1:0\"",
         "[listeners.main]\naddr = \"127.0.0.1:1\"",
     );
-    std::fs::write(gw.config_path().with_extension("moved"), &moved).unwrap();
-    std::fs::rename(gw.config_path().with_extension("moved"), gw.config_path()).unwrap();
-    let resp = client().post(gw.admin_url("/reload")).send().await.unwrap();
-    assert_eq!(resp.status(), 422);
-    let error = json(resp).await["error"].as_str().unwrap().to_owned();
+    let gw = &gw;
+    let refused = |config: String| async move {
+        std::fs::write(gw.config_path().with_extension("next"), config).unwrap();
+        std::fs::rename(gw.config_path().with_extension("next"), gw.config_path()).unwrap();
+        let resp = client().post(gw.admin_url("/reload")).send().await.unwrap();
+        assert_eq!(resp.status(), 422);
+        json(resp).await["error"].as_str().unwrap().to_owned()
+    };
+    let error = refused(moved).await;
     assert!(
         error.ends_with(
             "listeners changed; listeners are bound at start, restart wasmgate to apply this config"
+        ),
+        "{error}"
+    );
+    // Nor can it change the admin API: a new token would be reported applied but not be.
+    let error = refused(config.replace("[admin]\n", "[admin]\ntoken = \"rotated\"\n")).await;
+    assert!(
+        error.ends_with(
+            "[admin] changed; the admin API is set up at start, restart wasmgate to apply this config"
         ),
         "{error}"
     );
