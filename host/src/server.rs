@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -327,6 +329,12 @@ impl AcceptLoop {
                 .clone()
                 .map(tokio_rustls::TlsAcceptor::from);
             let header_timeout = current.server.header_timeout;
+            // An upgraded connection outlives its HTTP connection: its tunnel keeps the slot.
+            let admitted = Arc::new(admitted);
+            let limits = proxy::tunnel::TunnelLimits {
+                slot: admitted.clone(),
+                idle_timeout: current.server.upgrade_idle_timeout,
+            };
             drop(current);
             let conn = Connection {
                 listener: self.index,
@@ -334,7 +342,10 @@ impl AcceptLoop {
                 tls: tls.is_some(),
             };
             let snapshot = self.snapshot.clone();
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(limits.clone());
+                }
                 // A request runs on the snapshot current when it starts, even across a reload.
                 let snapshot = snapshot.load_full();
                 async move {

@@ -44,6 +44,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Client connections open at once from one IP address.
     pub max_connections_per_ip: usize,
+    /// Idle time after which an upgraded connection is closed.
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// A listener to bind.
@@ -343,6 +345,7 @@ impl Snapshot {
                 access_log: s.access_log,
                 max_connections: s.max_connections,
                 max_connections_per_ip: s.max_connections_per_ip,
+                upgrade_idle_timeout: s.upgrade_idle_timeout,
             },
         })
     }

@@ -2,6 +2,7 @@
 //! HTTP/2 by ALPN or with prior knowledge, and WebSocket through an `Upgrade`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -249,9 +250,9 @@ async fn h2c_to_an_upstream_with_prior_knowledge() {
     assert_eq!(resp.text().await.unwrap(), "HTTP/2.0");
 }
 
-#[tokio::test]
-async fn websocket_echo_through_the_gateway() {
-    let (addr, _server) = accept_each(|stream| async move {
+/// A WebSocket server echoing text and binary messages.
+async fn websocket_echo() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    accept_each(|stream| async move {
         let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
             return;
         };
@@ -261,7 +262,12 @@ async fn websocket_echo_through_the_gateway() {
             }
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    let (addr, _server) = websocket_echo().await;
     let gw = Gateway::start(&format!(
         r#"{MAIN_LISTENER}
 [upstreams.ws]
@@ -292,4 +298,57 @@ plugins = [{{ use = "headers", config = {{ request = {{ set = {{ "x-via" = "wasm
         [0u8, 1, 2, 255]
     );
     ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn websockets_count_against_the_connection_caps_and_close_when_idle() {
+    let (addr, _server) = websocket_echo().await;
+    let gw = Gateway::start(&format!(
+        r#"[server]
+max_connections_per_ip = 2
+upgrade_idle_timeout = "1s"
+{MAIN_LISTENER}
+[upstreams.ws]
+targets = ["{addr}"]
+[[routes]]
+name = "ws"
+upstream = "ws"
+"#
+    ))
+    .await;
+    let url = format!("ws://{}/chat", gw.addr());
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            ws.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_text()
+                .unwrap()
+                .as_str(),
+            "hi"
+        );
+        sockets.push(ws);
+    }
+    // Two open WebSockets are this address's two connections: a third is refused.
+    assert!(client().get(gw.url("/")).send().await.is_err());
+    // A second of silence both ways: the gateway closes them, and the address has room again.
+    let started = Instant::now();
+    for ws in &mut sockets {
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Any answer shows the connection was accepted (the WebSocket server refuses plain GETs).
+    assert!(client().get(gw.url("/")).send().await.is_ok());
 }

@@ -78,6 +78,10 @@ pub struct ServerSection {
     /// 0 (the default) sets no per-address limit: behind a load balancer every client
     /// shares its address.
     pub max_connections_per_ip: usize,
+    /// How long an upgraded connection (WebSocket and the like) may carry no bytes either
+    /// way before the gateway closes it.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Default for ServerSection {
@@ -93,6 +97,7 @@ impl Default for ServerSection {
             access_log: Default::default(),
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            upgrade_idle_timeout: Duration::from_secs(300),
         }
     }
 }

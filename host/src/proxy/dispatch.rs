@@ -13,11 +13,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
 use super::error::{self, GatewayError};
+use super::tunnel::ClientUpgrade;
 use crate::telemetry::RequestTrace;
 use crate::upstream::retry::Failure;
 use crate::upstream::{InFlight, Upstream};
@@ -33,7 +32,7 @@ pub struct Outbound {
     /// The body.
     pub body: OutboundBody,
     /// The client's side of an `Upgrade`, when the client asked for one.
-    pub upgrade: Option<OnUpgrade>,
+    pub upgrade: Option<ClientUpgrade>,
     /// The consistent-hash key, if any.
     pub hash_key: Option<u64>,
 }
@@ -109,7 +108,7 @@ pub async fn send(
     // streams (or the tunnel is open): that is how long the upstream connection is busy.
     let held = (admission, in_flight);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return tunnel(upstream, response, out.upgrade.take(), held);
+        return super::tunnel::open(upstream.name(), response, out.upgrade.take(), held);
     }
     super::forward::strip_hop_by_hop(response.headers_mut());
     Ok(response.map(|b| body::holding(b, held)))
@@ -290,43 +289,6 @@ fn request(
         request.headers_mut().remove(header::HOST);
     }
     Ok(request)
-}
-
-/// Joins the client's and the upstream's upgraded connections and copies bytes both ways
-/// until either side closes. Returns the 101 for the client.
-fn tunnel<G: Send + 'static>(
-    upstream: &Upstream,
-    mut response: Response<hyper::body::Incoming>,
-    client: Option<OnUpgrade>,
-    held: G,
-) -> Result<Response<ProxyBody>, GatewayError> {
-    let Some(client) = client else {
-        // The upstream switched protocols the client never asked for.
-        return Err(GatewayError::UpstreamUnreachable);
-    };
-    let upstream_side = hyper::upgrade::on(&mut response);
-    let name = upstream.name().to_owned();
-    tokio::spawn(async move {
-        let _held = held;
-        let (client, upstream_io) = match tokio::try_join!(client, upstream_side) {
-            Ok(pair) => pair,
-            Err(e) => {
-                return tracing::debug!(target: "wasmgate::upstream", upstream = name, error = %e, "upgrade failed");
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream_io = TokioIo::new(upstream_io);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream_io).await {
-            Ok((up, down)) => {
-                tracing::debug!(target: "wasmgate::upstream", upstream = name, bytes_up = up, bytes_down = down, "upgraded connection closed")
-            }
-            Err(e) => {
-                tracing::debug!(target: "wasmgate::upstream", upstream = name, error = %e, "upgraded connection ended")
-            }
-        }
-    });
-    let (head, _) = response.into_parts();
-    Ok(Response::from_parts(head, body::empty()))
 }
 
 /// Marks `headers` for an upgrade to `protocol` (after hop-by-hop fields were removed).

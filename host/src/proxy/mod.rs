@@ -18,6 +18,7 @@ mod buffer;
 mod dispatch;
 pub mod error;
 pub mod forward;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -451,7 +452,10 @@ fn outbound(
         Some(protocol) => original
             .extensions
             .remove::<hyper::upgrade::OnUpgrade>()
-            .map(|on| (protocol.clone(), on)),
+            .map(|on| {
+                let limits = original.extensions.remove::<tunnel::TunnelLimits>();
+                (protocol.clone(), tunnel::ClientUpgrade { on, limits })
+            }),
         None => None,
     };
     let mut headers = match keep_request {
