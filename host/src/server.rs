@@ -7,6 +7,8 @@
 //! connections across workers and a request never leaves the thread that accepted it (no
 //! work-stealing, no cross-thread wake-ups, upstream connections local to the worker).
 
+mod idle;
+
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::proxy::{self, Connection};
 use crate::snapshot::{ServerSettings, Snapshot};
+use idle::IdleClose;
 
 /// Pending connections the kernel queues per worker socket.
 const BACKLOG: i32 = 4096;
@@ -342,14 +345,22 @@ impl AcceptLoop {
                 tls: tls.is_some(),
             };
             let snapshot = self.snapshot.clone();
+            let activity = idle::Activity::new();
+            let requests = activity.clone();
             let service = service_fn(move |mut req: Request<Incoming>| {
                 if req.headers().contains_key(http::header::UPGRADE) {
                     req.extensions_mut().insert(limits.clone());
                 }
+                // HTTP/2 requests count until their response ends, for the idle close.
+                let counted = (req.version() == http::Version::HTTP_2).then(|| requests.begin());
                 // A request runs on the snapshot current when it starts, even across a reload.
                 let snapshot = snapshot.load_full();
                 async move {
-                    Ok::<_, std::convert::Infallible>(proxy::handle(snapshot, conn, req).await)
+                    let response = proxy::handle(snapshot, conn, req).await;
+                    Ok::<_, std::convert::Infallible>(match counted {
+                        Some(counted) => response.map(|b| proxy::body::holding(b, counted)),
+                        None => response,
+                    })
                 }
             });
             let http = self.http.clone();
@@ -357,18 +368,29 @@ impl AcceptLoop {
             tokio::spawn(async move {
                 let _admitted = admitted;
                 // A client gets the header timeout to start talking (hyper's own timer
-                // starts with the first byte): a silent connection cannot be held open.
-                let mut first = [0u8; 1];
-                if tokio::time::timeout(header_timeout, stream.peek(&mut first))
-                    .await
-                    .is_err()
+                // starts with the first byte): a silent connection cannot be held open. A
+                // plain HTTP/2 connection must send its whole preface in that time.
+                let plain_h2 = match tokio::time::timeout(
+                    header_timeout,
+                    idle::starts_http2(&stream),
+                )
+                .await
                 {
-                    return tracing::debug!(%client, "connection closed: nothing sent within the header timeout");
-                }
+                    Ok(Ok(h2)) => h2,
+                    Ok(Err(e)) => {
+                        return tracing::debug!(%client, error = %e, "connection closed before a request");
+                    }
+                    Err(_) => {
+                        return tracing::debug!(%client, "connection closed: nothing sent within the header timeout");
+                    }
+                };
+                // HTTP/2 has no header timer of its own: a connection without requests is
+                // closed after the header timeout (HTTP/1 keeps hyper's).
+                let watched = |h2: bool| h2.then(|| activity.clone());
                 let result = match tls {
                     None => {
-                        let conn =
-                            http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let io = IdleClose::new(stream, watched(plain_h2), header_timeout);
+                        let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
                         watcher.watch(conn.into_owned()).await
                     }
                     Some(acceptor) => {
@@ -384,8 +406,9 @@ impl AcceptLoop {
                             }
                             Err(_) => return tracing::debug!(%client, "TLS handshake timed out"),
                         };
-                        let conn =
-                            http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = IdleClose::new(stream, watched(h2), header_timeout);
+                        let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
                         watcher.watch(conn.into_owned()).await
                     }
                 };

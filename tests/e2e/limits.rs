@@ -266,3 +266,40 @@ async fn connections_over_the_per_ip_cap_are_closed_on_accept() {
         200
     );
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_after_the_header_timeout() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(1_200))).await;
+    let gw = Gateway::start(&format!(
+        "{MAIN_LISTENER}[server]\nheader_timeout = \"500ms\"\n[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"up\"\n",
+        up.addr
+    ))
+    .await;
+    // The whole preface and then nothing, or only part of it: both are closed in time.
+    for sent in [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n",
+    ] {
+        let started = Instant::now();
+        let mut conn = TcpStream::connect(gw.addr()).await.unwrap();
+        conn.write_all(sent).await.unwrap();
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "an idle HTTP/2 connection was held open");
+        let held = started.elapsed();
+        assert!(
+            held >= Duration::from_millis(400),
+            "closed too early: {held:?}"
+        );
+    }
+    // A request in flight for longer than the timeout is not cut off.
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2c.get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}
