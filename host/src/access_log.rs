@@ -121,13 +121,18 @@ impl Drop for Logged {
         };
         // A body that was empty from the start is complete even if never polled to its end.
         let complete = self.complete || self.inner.is_end_stream();
-        let line = match self.format {
-            AccessLogFormat::Json => json_line(&entry, self.bytes, complete),
-            AccessLogFormat::Common => common_line(&entry, self.bytes),
-            AccessLogFormat::Off => return,
-        };
-        WRITER.push(line.as_bytes());
+        write(self.format, &entry, self.bytes, complete);
     }
+}
+
+/// Writes the line for `entry` now: `bytes` of the body were sent, `complete` if all of it.
+pub fn write(format: AccessLogFormat, entry: &Entry, bytes: u64, complete: bool) {
+    let line = match format {
+        AccessLogFormat::Json => json_line(entry, bytes, complete),
+        AccessLogFormat::Common => common_line(entry, bytes),
+        AccessLogFormat::Off => return,
+    };
+    WRITER.push(line.as_bytes());
 }
 
 /// How long a line may wait in the buffer.

@@ -100,3 +100,43 @@ async fn common_log_format_and_off() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(gw.access_lines(0).is_empty());
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_is_logged_and_counted_as_499() {
+    let up = Upstream::start(Behaviour::Slow(std::time::Duration::from_secs(2))).await;
+    let gw = Gateway::start(&format!(
+        "{}[admin]\naddr = \"127.0.0.1:0\"\n",
+        config(up.addr, "json")
+    ))
+    .await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .get(gw.url("/orders/slow?access_token=SECRET"))
+        .header("x-api-key", "demo-key")
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    // The client's connection closes on this runtime: let it run before blocking on the log.
+    drop(impatient);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lines = gw.access_lines(1);
+    assert!(!lines.is_empty(), "no access line; log: {:#?}", gw.logs());
+    let line: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["route"], "private");
+    assert_eq!(line["upstream"], "up");
+    assert_eq!(line["path"], "/orders/slow");
+    assert_eq!(line["complete"], false);
+    assert!(line["duration_us"].as_u64().unwrap() >= 250_000, "{line}");
+    let metrics = gw.admin_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"wasmgate_requests_total{route="private",method="GET",status="4xx"} 1"#),
+        "{metrics}"
+    );
+}

@@ -116,6 +116,19 @@ pub async fn handle(
         attempts: 0,
         plugin_time: Duration::ZERO,
     };
+    // Until the response head is ready, a client that goes away drops this future.
+    let abandoned = Abandoned {
+        armed: true,
+        snapshot: &snapshot,
+        route: route.as_deref(),
+        method: &method,
+        uri: &uri,
+        version: uri_version,
+        request_id: &request_id,
+        trace: &trace,
+        client: conn.client.ip(),
+        received: (received, started),
+    };
     let mut response = match &route {
         None => GatewayError::NoRoute.response(),
         Some(route) => {
@@ -139,6 +152,7 @@ pub async fn handle(
             run_route(&ctx, route, exchange, body, &mut outcome).await
         }
     };
+    abandoned.disarm();
     response
         .headers_mut()
         .insert(&forward::REQUEST_ID, request_id.clone());
@@ -171,6 +185,70 @@ pub async fn handle(
     };
     trace.finish(response.status());
     response.map(|body| crate::access_log::wrap(format, entry, body))
+}
+
+/// "Client closed request", as nginx logs it.
+const CLIENT_CLOSED: u16 = 499;
+
+/// Logs and counts, with status 499, a request whose client went away before its response
+/// head was ready: hyper drops the request's future then, and this with it while armed.
+struct Abandoned<'a> {
+    armed: bool,
+    snapshot: &'a Snapshot,
+    route: Option<&'a Route>,
+    method: &'a Method,
+    uri: &'a Uri,
+    version: http::Version,
+    request_id: &'a HeaderValue,
+    trace: &'a crate::telemetry::RequestTrace,
+    client: std::net::IpAddr,
+    received: (std::time::SystemTime, Instant),
+}
+
+impl Abandoned<'_> {
+    /// The response head is ready: from here the access log's body wrapper takes over.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let elapsed = self.received.1.elapsed();
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        match self.route {
+            Some(route) => route.metrics.observe(self.method, status, elapsed),
+            None => NO_ROUTE_METRICS.observe(self.method, status, elapsed),
+        }
+        let format = self.snapshot.server.access_log;
+        if format == crate::access_log::AccessLogFormat::Off {
+            return;
+        }
+        let entry = crate::access_log::Entry {
+            received: self.received,
+            request_id: self.request_id.to_str().unwrap_or("-").to_owned(),
+            trace_id: self.trace.trace_id(),
+            client: self.client,
+            method: self.method.clone(),
+            path: self.uri.path().to_owned(),
+            version: self.version,
+            route: self.route.map(|r| r.name.clone()),
+            consumer: None,
+            upstream: self
+                .route
+                .and_then(|r| r.upstream.as_ref())
+                .map(|u| u.name().to_owned()),
+            target: None,
+            attempts: 0,
+            status: CLIENT_CLOSED,
+            head_us: elapsed.as_micros() as u64,
+            plugin_us: 0,
+        };
+        crate::access_log::write(format, &entry, 0, false);
+    }
 }
 
 async fn run_route<'r>(
