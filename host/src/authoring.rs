@@ -134,7 +134,9 @@ fn world(name: &str, version: &str) -> String {
             capability.interface_name()
         );
     }
-    let _ = writeln!(wit, "    // import {PACKAGE_NAME}/body-access@{version};");
+    for always in ["body-access", "asserted-headers"] {
+        let _ = writeln!(wit, "    // import {PACKAGE_NAME}/{always}@{version};");
+    }
     let _ = write!(wit, "    export {PACKAGE_NAME}/handler@{version};\n}}\n");
     wit
 }

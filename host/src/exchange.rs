@@ -14,8 +14,10 @@ static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 pub struct Exchange {
     /// Method, URI, version and headers; edits here are what the upstream receives.
     pub request: http::request::Parts,
-    /// The client connection's IP address.
+    /// The client's IP address: the connection's, or the one a trusted proxy forwarded for.
     pub client_ip: IpAddr,
+    /// The IP address of the connection's peer (the client, or a trusted proxy).
+    pub peer_ip: IpAddr,
     /// Whether the client connected over TLS.
     pub tls: bool,
     /// The response head, present in the response phase.
@@ -37,6 +39,7 @@ impl Exchange {
         Self {
             request: http::Request::new(()).into_parts().0,
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            peer_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             tls: false,
             response: None,
             context: HashMap::new(),

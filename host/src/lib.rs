@@ -1,6 +1,7 @@
 //! wasmgate: an HTTP API gateway that runs sandboxed WebAssembly plugins.
 //!
-//! A request's journey: [`server`] accepts it (TLS, HTTP/1.1 or HTTP/2), [`router`] picks a
+//! A request's journey: [`server`] accepts it (TLS, HTTP/1.1 or HTTP/2), [`ingress`] makes it
+//! canonical (one path, one authority, gateway-owned headers removed), [`router`] picks a
 //! route, [`proxy`] runs the route's plugin chain ([`plugin`]), forwards to the [`upstream`],
 //! runs the response phase and writes the access log. Everything a request needs lives in one
 //! immutable [`snapshot`] built from the [`config`].
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod authoring;
 pub mod config;
 pub mod exchange;
+pub mod ingress;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;

@@ -19,16 +19,32 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
+    /// Whether `path` (canonical, see [`crate::ingress`]) matches; with `case_insensitive`,
+    /// ASCII letters compare without case.
+    fn matches(&self, path: &str, case_insensitive: bool) -> bool {
+        let same = |a: &str, b: &str| match case_insensitive {
+            true => a.eq_ignore_ascii_case(b),
+            false => a == b,
+        };
         match self {
             PathMatch::Any => true,
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+            PathMatch::Exact(p) => same(path, p),
+            PathMatch::Prefix(prefix) => match strip_prefix(path, prefix, case_insensitive) {
                 Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
                 None => false,
             },
         }
     }
+}
+
+/// `path` without `prefix`, if it starts with it (ignoring ASCII case when asked).
+pub fn strip_prefix<'p>(path: &'p str, prefix: &str, case_insensitive: bool) -> Option<&'p str> {
+    if !case_insensitive {
+        return path.strip_prefix(prefix);
+    }
+    let head = path.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &path[prefix.len()..])
 }
 
 /// How a route matches the request's host.
@@ -94,6 +110,8 @@ pub struct Matcher {
     pub host: HostMatch,
     /// Path condition.
     pub path: PathMatch,
+    /// Compare the path without regard to ASCII case.
+    pub case_insensitive: bool,
     /// Allowed methods; empty means all.
     pub methods: Vec<Method>,
     /// Headers that must carry exactly these values.
@@ -118,7 +136,7 @@ impl Matcher {
     /// Whether every condition holds for `req`.
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         (self.listeners.is_empty() || self.listeners.contains(&req.listener))
-            && self.path.matches(req.path)
+            && self.path.matches(req.path, self.case_insensitive)
             && (self.methods.is_empty() || self.methods.contains(req.method))
             && self.host.matches(req.host)
             && self
@@ -162,6 +180,7 @@ mod tests {
             listeners: vec![],
             host: HostMatch::Any,
             path: PathMatch::Any,
+            case_insensitive: false,
             methods: vec![],
             headers: vec![],
         }
@@ -185,14 +204,18 @@ mod tests {
     #[test]
     fn prefix_matches_on_segment_boundaries() {
         let p = PathMatch::Prefix("/api".into());
-        assert!(p.matches("/api"));
-        assert!(p.matches("/api/"));
-        assert!(p.matches("/api/users"));
-        assert!(!p.matches("/apix"));
-        assert!(!p.matches("/ap"));
+        assert!(p.matches("/api", false));
+        assert!(p.matches("/api/", false));
+        assert!(p.matches("/api/users", false));
+        assert!(!p.matches("/apix", false));
+        assert!(!p.matches("/ap", false));
+        assert!(!p.matches("/API/users", false));
+        assert!(p.matches("/API/users", true));
+        assert!(!p.matches("/APIx", true));
         let slash = PathMatch::Prefix("/static/".into());
-        assert!(slash.matches("/static/a.css"));
-        assert!(!slash.matches("/static"));
+        assert!(slash.matches("/static/a.css", false));
+        assert!(!slash.matches("/static", false));
+        assert_eq!(strip_prefix("/\u{e9}", "/a", true), None);
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct Route {
     pub upstream: Option<Arc<Upstream>>,
     /// Prefix removed from the path before forwarding.
     pub strip_prefix: Option<String>,
+    /// Whether the path matches (and the prefix strips) without regard to ASCII case.
+    pub case_insensitive: bool,
+    /// Protocols a client may `Upgrade` to on this route, lower case.
+    pub upgrades: Vec<String>,
     /// The plugin chain, in order.
     pub chain: Vec<Arc<PluginPool>>,
     /// Request counters and latency histogram.
@@ -111,6 +115,8 @@ impl Route {
             name,
             upstream,
             strip_prefix,
+            case_insensitive: false,
+            upgrades: Vec::new(),
             chain,
             needs,
         }
@@ -145,6 +151,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     /// Limits.
     pub server: ServerSettings,
+    /// How client requests are made canonical before routing.
+    pub ingress: crate::ingress::IngressRules,
     /// Every `[upstreams.<name>]` entry, by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Span export, when configured (set up at start; a reload cannot change it).
@@ -324,8 +332,14 @@ impl Snapshot {
             builder.problems.sort_by_key(|p| p.position);
             return Err(file.error(builder.problems));
         }
+        let ingress = builder.ingress(&routes);
+        if !builder.problems.is_empty() {
+            builder.problems.sort_by_key(|p| p.position);
+            return Err(file.error(builder.problems));
+        }
         let s = &raw.server;
         Ok(Snapshot {
+            ingress,
             config_hash: file.content_hash(),
             plugins: plugins.into_iter().collect(),
             routes: RouteTable::new(routes),
@@ -626,8 +640,13 @@ impl Builder<'_> {
             (Some(prefix), true) => Some(prefix.get_ref().trim_end_matches('/').to_string()),
             _ => None,
         };
+        let upgrades = self.upgrades(name, section);
         let max_body = self.file.raw.server.max_body_bytes.as_u64();
-        let route = Route::new(name.into(), upstream, strip_prefix, chain, max_body);
+        let route = Route {
+            case_insensitive: section.matcher.case_insensitive,
+            upgrades,
+            ..Route::new(name.into(), upstream, strip_prefix, chain, max_body)
+        };
         Some((matcher?, Arc::new(route)))
     }
 
@@ -746,6 +765,7 @@ impl Builder<'_> {
             listeners,
             host,
             path,
+            case_insensitive: m.case_insensitive,
             methods,
             headers,
         })
@@ -760,7 +780,97 @@ impl Builder<'_> {
             );
             return None;
         }
-        Some(p.clone())
+        // Requests are matched in canonical form, so a pattern in any other form would never
+        // match what it seems to.
+        match crate::ingress::path::canonical(p, self.path_rules()) {
+            Ok(canonical) if canonical == *p => Some(p.clone()),
+            Ok(canonical) => {
+                self.problem(
+                    path.span(),
+                    format!("route `{route}`: match.{key} `{p}` is not in canonical form, so no request would match it: write `{canonical}`"),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    path.span(),
+                    format!("route `{route}`: match.{key} `{p}` can never match: {e}, and such requests are refused"),
+                );
+                None
+            }
+        }
+    }
+
+    fn path_rules(&self) -> crate::ingress::PathRules {
+        let server = &self.file.raw.server;
+        crate::ingress::PathRules {
+            merge_slashes: server.merge_slashes,
+            allow_path_params: server.allow_path_params,
+        }
+    }
+
+    /// A route's `upgrades`, checked: `h2c` is refused.
+    fn upgrades(&mut self, route: &str, section: &RouteSection) -> Vec<String> {
+        let Some(upgrades) = &section.upgrades else {
+            return Vec::new();
+        };
+        let mut protocols = Vec::new();
+        for protocol in upgrades.get_ref() {
+            let lower = protocol.trim().to_ascii_lowercase();
+            if lower == "h2c" {
+                self.problem(
+                    upgrades.span(),
+                    format!("route `{route}`: upgrades cannot include `h2c`: an HTTP/2 session opened with the upstream would carry requests no route or plugin sees"),
+                );
+            } else if lower.is_empty()
+                || !lower
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b',' && b != b'/')
+            {
+                self.problem(
+                    upgrades.span(),
+                    format!("route `{route}`: `{protocol}` is not an upgrade protocol token (e.g. \"websocket\")"),
+                );
+            } else {
+                protocols.push(lower);
+            }
+        }
+        protocols
+    }
+
+    /// `[server]`'s ingress settings, with the headers every route's plugins assert.
+    fn ingress(&mut self, routes: &[(Matcher, Arc<Route>)]) -> crate::ingress::IngressRules {
+        let server = &self.file.raw.server;
+        let mut strip = Vec::new();
+        for name in &server.strip_request_headers {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => strip.push(header),
+                Err(_) => self.problems.push(Problem::whole_file(format!(
+                    "server.strip_request_headers: `{name}` is not a header name"
+                ))),
+            }
+        }
+        for (_, route) in routes {
+            for pool in &route.chain {
+                strip.extend(pool.asserted_headers().iter().cloned());
+            }
+        }
+        let mut trusted = Vec::new();
+        for entry in &server.trusted_proxies {
+            let parsed = entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted.push(net),
+                Err(_) => self.problems.push(Problem::whole_file(format!(
+                    "server.trusted_proxies: `{entry}` is not an IP address or CIDR range (e.g. \"10.0.0.0/8\")"
+                ))),
+            }
+        }
+        crate::ingress::IngressRules {
+            path: self.path_rules(),
+            owned: crate::ingress::OwnedHeaders::new(strip, trusted),
+        }
     }
 }
 

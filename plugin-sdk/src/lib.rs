@@ -103,6 +103,13 @@ pub trait Plugin: Sized + 'static {
         Bodies::default()
     }
 
+    /// Request headers this configured plugin sets to assert something the upstream trusts (a
+    /// consumer, claims). The gateway removes them from every client request on every route,
+    /// so the upstream knows only a plugin set them. The default asserts none.
+    fn asserted_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Request phase, in chain order. The default continues to the next plugin.
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         let _ = (req, ctx);
@@ -606,6 +613,9 @@ pub mod __private {
         }
         if let Some(max) = bodies.response {
             buffer(Message::Response, max);
+        }
+        for name in plugin.asserted_headers() {
+            crate::bindings::wasmgate::plugin::asserted_headers::declare(&name);
         }
         CONFIGURED.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
         Ok(hooks)

@@ -69,12 +69,12 @@ fn plugin_check_reports_version_capabilities_and_grants() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(
-            "contract: wasmgate:plugin@0.1.1; this gateway runs wasmgate:plugin@0.1.0 to 0.1.1"
+            "contract: wasmgate:plugin@0.1.2; this gateway runs wasmgate:plugin@0.1.0 to 0.1.2"
         ),
         "{out}"
     );
     assert!(
-        out.contains("wasmgate:plugin/clock@0.1.1                  needs grants = [\"clock\"]"),
+        out.contains("wasmgate:plugin/clock@0.1.2                  needs grants = [\"clock\"]"),
         "{out}"
     );
     assert!(out.contains("  grants = [\"clock\"]\n"), "{out}");

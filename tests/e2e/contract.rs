@@ -44,7 +44,7 @@ async fn a_plugin_built_for_an_incompatible_contract_is_refused_by_version() {
         refused.contains(
             "plugin `old` (module `"
         ) && refused.contains(
-            "it was built for wasmgate:plugin@0.2.0, which is not compatible: this gateway runs plugins built for wasmgate:plugin@0.1.0 to 0.1.1"
+            "it was built for wasmgate:plugin@0.2.0, which is not compatible: this gateway runs plugins built for wasmgate:plugin@0.1.0 to 0.1.2"
         ),
         "{refused}"
     );

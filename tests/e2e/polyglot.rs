@@ -182,7 +182,7 @@ async fn python_signer_needs_the_clock_grant() {
     );
     let refused = Gateway::refused(&config).await;
     assert!(
-        refused.contains("imports `wasmgate:plugin/clock@0.1.1`, which is not granted: add \"clock\" to the plugin's `grants`"),
+        refused.contains("imports `wasmgate:plugin/clock@0.1.2`, which is not granted: add \"clock\" to the plugin's `grants`"),
         "{refused}"
     );
 }

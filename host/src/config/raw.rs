@@ -82,6 +82,18 @@ pub struct ServerSection {
     /// way before the gateway closes it.
     #[serde(with = "humantime_serde")]
     pub upgrade_idle_timeout: Duration,
+    /// Merge repeated slashes in request paths (`/a//b` → `/a/b`) before routing.
+    pub merge_slashes: bool,
+    /// Accept `;` path parameters (`/a;v=1/b`); refused with 400 by default, because servers
+    /// behind the gateway read them differently (`/x/..;/admin` is `/admin` to Tomcat).
+    pub allow_path_params: bool,
+    /// Header fields removed from every client request, besides the ones the gateway always
+    /// removes and those its plugins assert (e.g. `["x-user-role"]`).
+    pub strip_request_headers: Vec<String>,
+    /// Peers (`10.0.0.0/8`, `192.0.2.7`) whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP`
+    /// are kept and whose `X-Forwarded-For` names the client; from any other peer they are
+    /// removed and rebuilt from the connection.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -98,6 +110,10 @@ impl Default for ServerSection {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             upgrade_idle_timeout: Duration::from_secs(300),
+            merge_slashes: true,
+            allow_path_params: false,
+            strip_request_headers: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -577,6 +593,10 @@ pub struct RouteSection {
     /// With `path_prefix`: remove the prefix before forwarding (`/api/users` → `/users`).
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Protocols a client may switch to with `Upgrade` on this route, e.g. `["websocket"]`.
+    /// Others are not forwarded (the request is served without them); `h2c` never is.
+    #[serde(default)]
+    pub upgrades: Option<Spanned<Vec<String>>>,
     /// Where requests go after the plugin chain; without one, a plugin must answer.
     pub upstream: Option<Spanned<String>>,
     /// The plugin chain, in order.
@@ -594,6 +614,9 @@ pub struct MatchSection {
     pub path: Option<Spanned<String>>,
     /// A path prefix, on segment boundaries: `/api` takes `/api` and `/api/x`, not `/apix`.
     pub path_prefix: Option<Spanned<String>>,
+    /// Compare `path`/`path_prefix` without regard to ASCII case.
+    #[serde(default)]
+    pub case_insensitive: bool,
     /// Allowed methods.
     pub methods: Option<Vec<String>>,
     /// Headers that must be present with exactly these values.

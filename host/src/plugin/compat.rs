@@ -4,7 +4,7 @@
 //! The contract is the WIT package `wasmgate:plugin`, versioned with semver. Within one
 //! compatible line (`0.1.x`; after 1.0, `1.x`) versions only add, so a module built against any
 //! version of the gateway's line up to the gateway's own links unchanged: wasmtime matches its
-//! `…@0.1.0` imports and exports against the gateway's `…@0.1.1` definitions. A module built
+//! `…@0.1.0` imports and exports against the gateway's `…@0.1.2` definitions. A module built
 //! against another line, or a newer version of this one, is refused here with the version it
 //! names, before linking would fail with a less direct message.
 
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn the_gateway_version_is_read_from_the_wit() {
-        assert_eq!(gateway_version(), Version::new(0, 1, 1));
+        assert_eq!(gateway_version(), Version::new(0, 1, 2));
         assert_eq!(oldest_supported(), Version::new(0, 1, 0));
     }
 
@@ -185,7 +185,7 @@ mod tests {
         };
         assert_eq!(
             newer.incompatibility().unwrap(),
-            "it was built for wasmgate:plugin@0.2.0, which is not compatible: this gateway runs plugins built for wasmgate:plugin@0.1.0 to 0.1.1"
+            "it was built for wasmgate:plugin@0.2.0, which is not compatible: this gateway runs plugins built for wasmgate:plugin@0.1.0 to 0.1.2"
         );
         let patch = ContractUse {
             versions: vec![Version::new(0, 1, 7)],

@@ -13,7 +13,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::wasmgate::plugin::{body_access, clock, log, types};
+use super::bindings::wasmgate::plugin::{asserted_headers, body_access, clock, log, types};
 use super::output::{PluginOutput, Stdio};
 use crate::exchange::Exchange;
 use types::EditError;
@@ -58,6 +58,8 @@ pub struct PluginState {
     pub(super) configuring: bool,
     /// The bodies the configured plugin asked for.
     pub(super) body_limits: BodyLimits,
+    /// The request headers the configured plugin asserts.
+    pub(super) asserted_headers: Vec<HeaderName>,
     epoch: Instant,
 }
 
@@ -143,6 +145,7 @@ impl PluginState {
             exchange: Exchange::idle(),
             configuring: false,
             body_limits: BodyLimits::default(),
+            asserted_headers: Vec::new(),
             epoch: Instant::now(),
         }
     }
@@ -265,13 +268,19 @@ impl types::HostRequest for PluginState {
         path: String,
     ) -> wasmtime::Result<Result<(), EditError>> {
         let uri = &mut self.exchange()?.request.uri;
-        if !path.starts_with('/') {
+        // The upstream only ever sees canonical paths, whoever wrote them: a rewrite built from
+        // client input cannot smuggle a dot segment or an encoded slash past the route.
+        let rules = crate::ingress::PathRules {
+            merge_slashes: true,
+            allow_path_params: true,
+        };
+        let Ok(path) = crate::ingress::path::canonical(&path, rules) else {
             return Ok(Err(EditError::InvalidValue));
-        }
+        };
         let query = uri.query();
         let pq = match query {
             Some(q) => format!("{path}?{q}"),
-            None => path,
+            None => path.into_owned(),
         };
         Ok(replace_path_and_query(uri, &pq))
     }
@@ -580,6 +589,20 @@ impl body_access::Host for PluginState {
                 body_access::Message::Response => &mut self.body_limits.response,
             };
             *limit = Some(limit.map_or(max_bytes, |before| before.max(max_bytes)));
+        }
+        Ok(())
+    }
+}
+
+impl asserted_headers::Host for PluginState {
+    fn declare(&mut self, name: String) -> wasmtime::Result<()> {
+        // Only names a plugin may set itself: a declaration cannot strip `host` and the like.
+        if self.configuring
+            && let Ok(name) = editable_name(&name)
+            && name != http::header::HOST
+            && !self.asserted_headers.contains(&name)
+        {
+            self.asserted_headers.push(name);
         }
         Ok(())
     }

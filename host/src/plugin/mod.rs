@@ -344,7 +344,7 @@ impl PluginRuntime {
 
     fn linker(&self, settings: &PluginSettings) -> wasmtime::Result<Linker<PluginState>> {
         use bindings::wasmgate::plugin::{
-            body_access, clock, http_client, jwt, log, rate_limit, state, types,
+            asserted_headers, body_access, clock, http_client, jwt, log, rate_limit, state, types,
         };
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -353,6 +353,8 @@ impl PluginRuntime {
         log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         // Declaring body access is open to every plugin: it is a cost, not a capability.
         body_access::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
+        // Declaring asserted headers only narrows what clients may send: open to every plugin.
+        asserted_headers::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         for capability in &settings.grants {
             match capability {
                 Capability::Log => {}

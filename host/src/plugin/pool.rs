@@ -76,6 +76,7 @@ pub struct PluginPool {
     config: String,
     hooks: Hooks,
     bodies: BodyLimits,
+    asserted: Vec<http::HeaderName>,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
 }
@@ -99,6 +100,7 @@ impl PluginPool {
             config,
             hooks: Hooks::empty(),
             bodies: BodyLimits::default(),
+            asserted: Vec::new(),
             idle: Mutex::new(Vec::new()),
             max_idle,
         };
@@ -108,6 +110,7 @@ impl PluginPool {
             Err(refused) => return Ok(Err(refused)),
         }
         pool.bodies = instance.store.data().body_limits;
+        pool.asserted = instance.store.data().asserted_headers.clone();
         pool.checkin(instance);
         Ok(Ok(Arc::new(pool)))
     }
@@ -135,6 +138,12 @@ impl PluginPool {
     /// The bodies the configured plugin reads, and up to what size.
     pub fn bodies(&self) -> BodyLimits {
         self.bodies
+    }
+
+    /// Request headers the configured plugin asserts (a consumer, claims): the gateway removes
+    /// them from every client request, on every route.
+    pub fn asserted_headers(&self) -> &[http::HeaderName] {
+        &self.asserted
     }
 
     /// The plugin this pool runs.

@@ -187,6 +187,11 @@ async fn attempts(
                 if error::is_body_limit(&e) {
                     return Err(GatewayError::BodyTooLarge);
                 }
+                if error::is_client_body(&e) {
+                    // Bad chunked framing or a client that stopped sending: not the target's
+                    // fault, so it counts against neither its health nor its circuit.
+                    return Err(GatewayError::BadRequestBody);
+                }
                 upstream.record(i, false);
                 let connect = e.is_connect();
                 let timed_out = connect && error::is_timeout(&e);

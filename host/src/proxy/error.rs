@@ -11,6 +11,8 @@ use super::body::{ProxyBody, full};
 /// Why the gateway answers instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
+    /// The request cannot be made canonical (see [`crate::ingress`]).
+    Refused(crate::ingress::IngressError),
     /// No route takes the request.
     NoRoute,
     /// The route has no upstream and no plugin answered.
@@ -45,6 +47,7 @@ impl GatewayError {
     /// The status the client receives.
     pub fn status(self) -> StatusCode {
         match self {
+            GatewayError::Refused(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute | GatewayError::NoResponder => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
@@ -59,8 +62,9 @@ impl GatewayError {
         }
     }
 
-    fn reason(self) -> &'static str {
-        match self {
+    fn reason(self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
+            GatewayError::Refused(why) => return why.to_string().into(),
             GatewayError::NoRoute => "no route matches this request",
             GatewayError::NoResponder => "the route has no upstream and no plugin answered",
             GatewayError::BodyTooLarge => "request body exceeds the gateway's limit",
@@ -75,7 +79,7 @@ impl GatewayError {
             GatewayError::CircuitOpen { .. } => "upstream circuit open, retry later",
             GatewayError::NoHealthyTarget => "no healthy upstream target",
             GatewayError::PluginFailed => "a plugin failed while handling the request",
-        }
+        })
     }
 
     /// The response for this error.
@@ -104,6 +108,24 @@ pub fn is_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The client's request body failed (bad chunked framing, a connection that closed early)
+/// while it streamed upstream: the client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub super::body::BoxError);
+
+/// Whether an upstream client error was caused by the client's own request body.
+pub fn is_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<ClientBodyError>() {
             return true;
         }
         cause = e.source();

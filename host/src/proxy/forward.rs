@@ -1,5 +1,8 @@
 //! Preparing a request for the upstream and a response for the client: hop-by-hop fields
-//! removed (RFC 9110 §7.6.1), `X-Forwarded-*` and the request id set.
+//! removed (RFC 9110 §7.6.1), `X-Forwarded-*`, `X-Real-IP` and the request id set.
+//!
+//! A client's own forwarding headers were removed at ingress unless it is a trusted proxy
+//! ([`crate::ingress::headers`]), so what is set here is the gateway's word.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -20,40 +23,50 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Removes hop-by-hop fields, including those the `Connection` field names.
+/// Removes hop-by-hop fields. The fields a client's `Connection` named went at ingress; a
+/// plugin cannot set `Connection`, so nothing set since can be removed through it.
 /// `Transfer-Encoding` is left to hyper, which re-frames bodies on each connection.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: std::net::IpAddr,
-    tls: bool,
-    host: Option<&str>,
-) {
-    let client = client_ip.to_string();
+/// The hop a request took into the gateway.
+pub struct Hop<'a> {
+    /// The connection's peer (a trusted proxy, or the client itself).
+    pub peer: std::net::IpAddr,
+    /// The client, as ingress worked it out.
+    pub client: std::net::IpAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The canonical authority.
+    pub host: Option<&'a str>,
+}
+
+/// Appends the peer to `X-Forwarded-For` and sets `X-Real-IP` to the client. A trusted proxy's
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` are kept; otherwise they are the gateway's own.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
+    let peer = hop.peer.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer,
     };
     if let Ok(xff) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
-    let proto = if tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Ok(client) = HeaderValue::from_str(&hop.client.to_string()) {
+        headers.insert(X_REAL_IP.clone(), client);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if hop.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = hop.host.and_then(|h| HeaderValue::from_str(h).ok())
+    {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 }
@@ -76,10 +89,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_and_connection_named_fields_are_removed() {
+    fn hop_by_hop_fields_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-secret-hop".parse().unwrap());
-        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("connection", "close".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
@@ -89,16 +101,18 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_the_client() {
+    fn forwarded_for_appends_the_peer_and_real_ip_names_the_client() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
-        set_forwarded(
-            &mut h,
-            "10.0.0.1".parse().unwrap(),
-            true,
-            Some("api.example.com"),
-        );
+        let hop = Hop {
+            peer: "10.0.0.1".parse().unwrap(),
+            client: "203.0.113.9".parse().unwrap(),
+            tls: true,
+            host: Some("api.example.com"),
+        };
+        set_forwarded(&mut h, hop);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
     }

@@ -87,6 +87,12 @@ pub async fn handle(
     let started = Instant::now();
     let received = std::time::SystemTime::now();
     let (mut parts, body) = req.into_parts();
+    // The request as the client sent it, for the access log (a reference-counted copy).
+    let uri = parts.uri.clone();
+    // One path, one authority, no gateway-owned fields: what routing, plugins and the
+    // upstream all see.
+    let canonical = crate::ingress::canonicalise(&mut parts, conn.client.ip(), &snapshot.ingress);
+    let client_ip = *canonical.as_ref().unwrap_or(&conn.client.ip());
     let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
     // Plugins see the id the upstream and the client will see (e.g. to quote it in a reply).
     parts
@@ -95,19 +101,18 @@ pub async fn handle(
     let trace = crate::telemetry::start(&mut parts.headers, &parts.method, parts.uri.path());
     let method = parts.method.clone();
     let uri_version = parts.version;
-    // Kept for the access log (a reference-counted copy, not a new string).
-    let uri = parts.uri.clone();
 
-    let route = {
+    let route = canonical.is_ok().then(|| {
         let info = RequestInfo {
             listener: conn.listener,
-            host: authority(&parts),
+            host: crate::ingress::host(&parts),
             method: &parts.method,
-            path: uri.path(),
+            path: parts.uri.path(),
             headers: &parts.headers,
         };
         snapshot.routes.find(&info).cloned()
-    };
+    });
+    let route = route.flatten();
     let mut outcome = Outcome {
         route: None,
         upstream: None,
@@ -126,17 +131,22 @@ pub async fn handle(
         version: uri_version,
         request_id: &request_id,
         trace: &trace,
-        client: conn.client.ip(),
+        client: client_ip,
         received: (received, started),
     };
-    let mut response = match &route {
-        None => GatewayError::NoRoute.response(),
-        Some(route) => {
+    let mut response = match (&canonical, &route) {
+        (Err(refused), _) => {
+            tracing::debug!(client = %conn.client, request_id = request_id.to_str().unwrap_or("-"), "{refused}");
+            GatewayError::Refused(*refused).response()
+        }
+        (Ok(_), None) => GatewayError::NoRoute.response(),
+        (Ok(_), Some(route)) => {
             outcome.route = Some(&route.name);
             trace.set_route(&method, &route.name);
             let exchange = Exchange {
                 request: parts,
-                client_ip: conn.client.ip(),
+                client_ip,
+                peer_ip: conn.client.ip(),
                 tls: conn.tls,
                 response: None,
                 context: Default::default(),
@@ -170,7 +180,7 @@ pub async fn handle(
         received: (received, started),
         request_id: request_id.to_str().unwrap_or("-").to_owned(),
         trace_id: trace.trace_id(),
-        client: conn.client.ip(),
+        client: client_ip,
         method,
         path: uri.path().to_owned(),
         version: uri_version,
@@ -260,6 +270,12 @@ async fn run_route<'r>(
 ) -> Response<ProxyBody> {
     let (snapshot, request_id) = (ctx.snapshot, ctx.request_id);
     let max_body = snapshot.server.max_body_bytes;
+    if let Some(offered) = exchange.request.headers.get(header::UPGRADE)
+        && !crate::ingress::upgrade_allowed(offered, &route.upgrades)
+    {
+        // Served as a plain request: the route does not tunnel this protocol.
+        exchange.request.headers.remove(header::UPGRADE);
+    }
     if declared_length(&exchange.request.headers).is_some_and(|len| len > max_body) {
         return GatewayError::BodyTooLarge.response();
     }
@@ -477,10 +493,15 @@ impl ClientBody {
             ClientBody::Streaming(incoming) if incoming.is_end_stream() => {
                 OutboundBody::Complete(Bytes::new())
             }
-            ClientBody::Streaming(incoming) => OutboundBody::Streaming(body::stream(Limited::new(
-                incoming,
-                usize::try_from(max_body).unwrap_or(usize::MAX),
-            ))),
+            ClientBody::Streaming(incoming) => {
+                let limited =
+                    Limited::new(incoming, usize::try_from(max_body).unwrap_or(usize::MAX));
+                // Marked as the client's, so a broken body gets 400, not 502.
+                OutboundBody::Streaming(body::stream(http_body_util::BodyExt::map_err(
+                    limited,
+                    error::ClientBodyError,
+                )))
+            }
             // Read, and no plugin left a body: the client sent none that decoded to anything.
             ClientBody::Read => OutboundBody::Complete(Bytes::new()),
             ClientBody::Opaque(bytes) => OutboundBody::Complete(bytes),
@@ -524,8 +545,12 @@ fn outbound(
     request_id: &HeaderValue,
 ) -> Outbound {
     let original = &mut exchange.request;
-    let path_and_query = upstream_path(&original.uri, route.strip_prefix.as_deref());
-    let host = authority(original).map(str::to_owned);
+    let path_and_query = upstream_path(
+        &original.uri,
+        route.strip_prefix.as_deref(),
+        route.case_insensitive,
+    );
+    let host = crate::ingress::host(original).map(str::to_owned);
     let upgrade = match original.headers.get(header::UPGRADE) {
         Some(protocol) => original
             .extensions
@@ -543,17 +568,14 @@ fn outbound(
     forward::strip_hop_by_hop(&mut headers);
     forward::set_forwarded(
         &mut headers,
-        exchange.client_ip,
-        exchange.tls,
-        host.as_deref(),
+        forward::Hop {
+            peer: exchange.peer_ip,
+            client: exchange.client_ip,
+            tls: exchange.tls,
+            host: host.as_deref(),
+        },
     );
     headers.insert(&forward::REQUEST_ID, request_id.clone());
-    if !headers.contains_key(header::HOST)
-        && let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        // HTTP/2 clients send `:authority` instead of `Host`.
-        headers.insert(header::HOST, host);
-    }
     if route.reads_response_bodies() {
         // Plugins read response bodies here: ask for them uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
@@ -577,37 +599,28 @@ fn outbound(
     }
 }
 
-/// The path and query sent upstream, with the route's prefix removed when configured.
-fn upstream_path(uri: &Uri, strip_prefix: Option<&str>) -> PathAndQuery {
+/// The path and query sent upstream, with the route's prefix removed when configured. The
+/// path is canonical (see [`crate::ingress`]), so the result is too: never relative, never
+/// starting with `//`.
+fn upstream_path(uri: &Uri, strip_prefix: Option<&str>, case_insensitive: bool) -> PathAndQuery {
     let path = uri.path();
-    let stripped = match strip_prefix.and_then(|p| path.strip_prefix(p)) {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
-        // Unchanged: share the original bytes instead of copying them.
-        _ => {
-            return uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        }
-    };
+    let rest =
+        match strip_prefix.and_then(|p| crate::router::strip_prefix(path, p, case_insensitive)) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.trim_start_matches('/'),
+            // Unchanged: share the original bytes instead of copying them.
+            _ => {
+                return uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            }
+        };
     let rewritten = match uri.query() {
-        Some(q) => format!("{stripped}?{q}"),
-        None => stripped.to_owned(),
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
     };
     // A suffix of a valid path, plus the original query, is a valid path and query.
     PathAndQuery::try_from(rewritten).unwrap_or_else(|_| PathAndQuery::from_static("/"))
-}
-
-/// The authority the client addressed: HTTP/2 `:authority`, else the `Host` header.
-fn authority(parts: &http::request::Parts) -> Option<&str> {
-    match parts.uri.authority() {
-        Some(a) => Some(a.as_str()),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
-    }
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -626,12 +639,18 @@ mod tests {
     #[test]
     fn strip_prefix_keeps_segments_and_query() {
         let uri = "/api/v1/users?x=1".parse().unwrap();
-        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/users?x=1");
+        assert_eq!(upstream_path(&uri, Some("/api/v1"), false), "/users?x=1");
         let uri = "/api/v1".parse().unwrap();
-        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/");
+        assert_eq!(upstream_path(&uri, Some("/api/v1"), false), "/");
         let uri = "/api/v10".parse().unwrap();
-        assert_eq!(upstream_path(&uri, Some("/api/v1")), "/api/v10");
+        assert_eq!(upstream_path(&uri, Some("/api/v1"), false), "/api/v10");
         let uri = "/other".parse().unwrap();
-        assert_eq!(upstream_path(&uri, None), "/other");
+        assert_eq!(upstream_path(&uri, None, false), "/other");
+        let uri = "/API/v1/x".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/api/v1"), true), "/x");
+        assert_eq!(upstream_path(&uri, Some("/api/v1"), false), "/API/v1/x");
+        // With merge_slashes off, what follows the prefix may start with `//`.
+        let uri = "/api//evil.example/x".parse().unwrap();
+        assert_eq!(upstream_path(&uri, Some("/api"), false), "/evil.example/x");
     }
 }

@@ -252,6 +252,14 @@ impl Plugin for JwtAuth {
         })
     }
 
+    fn asserted_headers(&self) -> Vec<String> {
+        self.consumer_header
+            .iter()
+            .chain(self.claims_to_headers.iter().map(|(_, header)| header))
+            .cloned()
+            .collect()
+    }
+
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         if auth::is_authenticated(ctx) {
             return Action::Continue;

@@ -91,6 +91,10 @@ impl Plugin for Introspection {
         })
     }
 
+    fn asserted_headers(&self) -> Vec<String> {
+        self.consumer_header.iter().cloned().collect()
+    }
+
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         if auth::is_authenticated(ctx) {
             return Action::Continue;
