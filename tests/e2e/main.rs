@@ -11,6 +11,7 @@ mod cli;
 mod contract;
 mod cors;
 mod faults;
+mod front_door;
 mod limits;
 mod observability;
 mod polyglot;

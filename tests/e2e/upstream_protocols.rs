@@ -277,6 +277,7 @@ module = "builtin:headers"
 [[routes]]
 name = "ws"
 upstream = "ws"
+upgrades = ["websocket"]
 plugins = [{{ use = "headers", config = {{ request = {{ set = {{ "x-via" = "wasmgate" }} }} }} }}]
 "#
     ))
@@ -313,6 +314,7 @@ targets = ["{addr}"]
 [[routes]]
 name = "ws"
 upstream = "ws"
+upgrades = ["websocket"]
 "#
     ))
     .await;
