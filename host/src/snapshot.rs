@@ -56,6 +56,8 @@ pub struct ListenerSpec {
     pub addr: std::net::SocketAddr,
     /// TLS settings, when the listener terminates TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether its peers are trusted to assert identity and forwarding headers.
+    pub internal: bool,
 }
 
 /// One route, resolved.
@@ -397,6 +399,7 @@ impl Builder<'_> {
                 name: name.clone(),
                 addr: listener.addr,
                 tls,
+                internal: listener.internal,
             });
         }
         specs

@@ -112,7 +112,10 @@ async fn encoded_and_dot_segment_paths_reach_the_route_they_name_or_are_refused(
     ];
     for target in routed_to_private {
         let (status, response) = get(gw.addr(), target, &[]).await;
-        assert_eq!(status, 401, "{target} must meet the api-key plugin:\n{response}");
+        assert_eq!(
+            status, 401,
+            "{target} must meet the api-key plugin:\n{response}"
+        );
     }
     let refused = [
         "/public/..%2fprivate/x",
@@ -131,7 +134,11 @@ async fn encoded_and_dot_segment_paths_reach_the_route_they_name_or_are_refused(
         let (status, response) = get(gw.addr(), target, &[]).await;
         assert_eq!(status, 400, "{target} must be refused:\n{response}");
     }
-    assert_eq!(up.hits(), 0, "nothing reached the upstream around the plugin");
+    assert_eq!(
+        up.hits(),
+        0,
+        "nothing reached the upstream around the plugin"
+    );
 
     let (status, response) = get(gw.addr(), "/public/..%2fprivate/x", &[]).await;
     assert_eq!(status, 400);
@@ -214,11 +221,16 @@ async fn the_authority_is_one_and_is_what_the_upstream_receives() {
     );
     let no_host = "GET /x HTTP/1.1\r\nconnection: close\r\n\r\n";
     assert_eq!(raw(addr, no_host).await.0, 400);
-    let userinfo = "GET /x HTTP/1.1\r\nhost: www.example.com@admin.example.com\r\nconnection: close\r\n\r\n";
+    let userinfo =
+        "GET /x HTTP/1.1\r\nhost: www.example.com@admin.example.com\r\nconnection: close\r\n\r\n";
     assert_eq!(raw(addr, userinfo).await.0, 400);
 
     // The trailing dot and the case do not miss the host route.
-    for host in ["admin.example.com.", "ADMIN.Example.com", "admin.example.com.:8080"] {
+    for host in [
+        "admin.example.com.",
+        "ADMIN.Example.com",
+        "admin.example.com.:8080",
+    ] {
         let (status, response) = get(addr, "/x", &[("host", host)]).await;
         assert_eq!(status, 401, "Host: {host}\n{response}");
     }
@@ -253,7 +265,10 @@ async fn http2_authority_and_host_must_agree() {
             response.await.unwrap().status().as_u16()
         }
     };
-    assert_eq!(send("www.example.com", Some("admin.example.com")).await, 400);
+    assert_eq!(
+        send("www.example.com", Some("admin.example.com")).await,
+        400
+    );
     assert_eq!(send("admin.example.com", None).await, 401);
     assert_eq!(send("www.example.com", Some("WWW.example.com.")).await, 200);
     assert_eq!(up.hits(), 1);
@@ -306,15 +321,24 @@ upstream = "up"
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
     let (status, _) = get(gw.addr(), "/plain", &websocket).await;
-    assert_eq!(status, 200, "a route without upgrades serves it as a plain request");
+    assert_eq!(
+        status, 200,
+        "a route without upgrades serves it as a plain request"
+    );
     let (status, _) = get(gw.addr(), "/ws", &websocket).await;
     assert_eq!(status, 200, "this upstream does not switch protocols");
     let seen = seen.lock().unwrap();
     for (i, headers) in seen.iter().take(3).enumerate() {
         assert!(!headers.contains_key("upgrade"), "request {i}: {headers:?}");
-        assert!(!headers.contains_key("http2-settings"), "request {i}: {headers:?}");
+        assert!(
+            !headers.contains_key("http2-settings"),
+            "request {i}: {headers:?}"
+        );
     }
-    assert_eq!(seen[3]["upgrade"], "websocket", "the ws route tunnels WebSockets");
+    assert_eq!(
+        seen[3]["upgrade"], "websocket",
+        "the ws route tunnels WebSockets"
+    );
 
     let refused = Gateway::refused(&format!(
         "{MAIN_LISTENER}[upstreams.up]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\nupgrades = [\"h2c\"]\nupstream = \"up\"\n"
@@ -390,7 +414,10 @@ upstream = "up"
     let seen = seen.lock().unwrap();
     let open = &seen[0];
     for (name, _) in &spoofed[..8] {
-        assert!(!open.contains_key(*name), "{name} reached the upstream: {open:?}");
+        assert!(
+            !open.contains_key(*name),
+            "{name} reached the upstream: {open:?}"
+        );
     }
     assert_eq!(open["x-forwarded-for"], "127.0.0.1");
     assert_eq!(open["x-real-ip"], "127.0.0.1");
@@ -424,7 +451,10 @@ upstream = "up"
     let (status, _) = get(gw.addr(), "/", &headers).await;
     assert_eq!(status, 200);
     let seen = seen.lock().unwrap();
-    assert_eq!(seen[0]["x-forwarded-for"], "198.51.100.7, 127.0.0.9, 127.0.0.1");
+    assert_eq!(
+        seen[0]["x-forwarded-for"],
+        "198.51.100.7, 127.0.0.9, 127.0.0.1"
+    );
     assert_eq!(seen[0]["x-real-ip"], "198.51.100.7");
     assert_eq!(seen[0]["x-forwarded-proto"], "https");
     let access = gw.access_lines(1);
@@ -435,7 +465,8 @@ upstream = "up"
     ))
     .await;
     assert!(
-        refused.contains("server.trusted_proxies: `10.0.0.0/33` is not an IP address or CIDR range"),
+        refused
+            .contains("server.trusted_proxies: `10.0.0.0/33` is not an IP address or CIDR range"),
         "{refused}"
     );
 }

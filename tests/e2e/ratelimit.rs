@@ -14,7 +14,9 @@ fn sha256(text: &str) -> String {
 
 async fn limited_gateway(up: &Upstream) -> Gateway {
     Gateway::start(&format!(
-        r#"{MAIN_LISTENER}
+        r#"[server]
+trusted_proxies = ["127.0.0.0/8"]
+{MAIN_LISTENER}
 [upstreams.up]
 targets = ["{up}"]
 [plugins.limit]

@@ -228,6 +228,11 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// Terminate TLS with this certificate chain and key (PEM files).
     pub tls: Option<Tls>,
+    /// Requests here come from your own infrastructure (another wasmgate tier, a sidecar):
+    /// the identity and forwarding headers they carry are kept instead of removed. Never set
+    /// it on a listener clients can reach.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// A listener's `tls` table.

@@ -77,7 +77,11 @@ impl OwnedHeaders {
     /// Removes what the gateway owns from a client's `headers` and returns the client's
     /// address: the peer's, or, when the peer is a trusted proxy, the nearest untrusted
     /// address in its `X-Forwarded-For` chain.
-    pub fn strip(&self, headers: &mut HeaderMap, peer: IpAddr) -> IpAddr {
+    pub fn strip(&self, headers: &mut HeaderMap, peer: super::Peer) -> IpAddr {
+        let super::Peer {
+            addr: peer,
+            internal,
+        } = peer;
         // `Connection` may name any field, even one a plugin sets later: honour it now, on
         // what the client sent, and never again.
         let named: Vec<HeaderName> = headers
@@ -88,10 +92,15 @@ impl OwnedHeaders {
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
             .filter(|name| name != header::UPGRADE)
             .collect();
-        for name in named.iter().chain(&HOP_BY_HOP).chain(&self.strip) {
+        for name in named.iter().chain(&HOP_BY_HOP) {
             headers.remove(name);
         }
-        if !self.trusts(peer) {
+        if !internal {
+            for name in &self.strip {
+                headers.remove(name);
+            }
+        }
+        if !internal && !self.trusts(peer) {
             for name in &FORWARDING {
                 headers.remove(name);
             }
@@ -110,7 +119,7 @@ impl OwnedHeaders {
             .rev()
             .copied()
             .map(canonical_ip)
-            .find(|ip| !self.trusts(*ip))
+            .find(|ip| !internal && !self.trusts(*ip))
             .or_else(|| chain.first().copied().map(canonical_ip))
             .unwrap_or(canonical_ip(peer))
     }
@@ -127,6 +136,31 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(addr: &str) -> super::super::Peer {
+        super::super::Peer {
+            addr: addr.parse().unwrap(),
+            internal: false,
+        }
+    }
+
+    #[test]
+    fn an_internal_listener_keeps_what_its_peers_assert() {
+        let owned = OwnedHeaders::new([], vec![]);
+        let mut h = headers(&[
+            ("x-consumer-id", "demo"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        let internal = super::super::Peer {
+            addr: "127.0.0.1".parse().unwrap(),
+            internal: true,
+        };
+        assert_eq!(
+            owned.strip(&mut h, internal),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(h["x-consumer-id"], "demo");
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -155,7 +189,7 @@ mod tests {
             ("x-real-ip", "1.2.3.4"),
             ("x-other", "kept"),
         ]);
-        let client = owned.strip(&mut h, "203.0.113.9".parse().unwrap());
+        let client = owned.strip(&mut h, peer("203.0.113.9"));
         assert_eq!(client, "203.0.113.9".parse::<IpAddr>().unwrap());
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["upgrade", "x-other"]);
@@ -165,7 +199,7 @@ mod tests {
     fn a_trusted_proxy_passes_its_chain_and_names_the_client() {
         let owned = OwnedHeaders::new([], vec!["10.0.0.0/8".parse().unwrap()]);
         let mut h = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.1.1")]);
-        let client = owned.strip(&mut h, "10.0.0.2".parse().unwrap());
+        let client = owned.strip(&mut h, peer("10.0.0.2"));
         assert_eq!(client, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert!(h.contains_key("x-forwarded-for"));
         let mut spoofed = headers(&[("x-forwarded-for", "10.9.9.9")]);

@@ -41,12 +41,21 @@ pub struct IngressRules {
 /// `HTTP2-Settings` belongs to an `Upgrade: h2c` that is never forwarded.
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+/// Where a request came from, as far as trust goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The connection's peer address.
+    pub addr: IpAddr,
+    /// It arrived on an `internal` listener: the gateway-owned headers it carries are kept.
+    pub internal: bool,
+}
+
 /// Makes `parts` canonical in place: an origin-form target with the canonical path, `Host`
 /// set to the canonical authority, gateway-owned fields removed. Returns the client's address
 /// (see [`OwnedHeaders::strip`]).
 pub fn canonicalise(
     parts: &mut http::request::Parts,
-    peer: IpAddr,
+    peer: Peer,
     rules: &IngressRules,
 ) -> Result<IpAddr, IngressError> {
     let authority = authority::canonical(parts)?;
@@ -107,6 +116,13 @@ mod tests {
     use crate::router::{HostMatch, Matcher, PathMatch, RequestInfo, RouteTable};
     use proptest::prelude::*;
 
+    fn local() -> Peer {
+        Peer {
+            addr: "127.0.0.1".parse().unwrap(),
+            internal: false,
+        }
+    }
+
     fn request(target: &str, host: &str) -> http::request::Parts {
         http::Request::builder()
             .uri(target)
@@ -124,7 +140,7 @@ mod tests {
             "api.example.com",
         );
         let rules = IngressRules::default();
-        canonicalise(&mut parts, "127.0.0.1".parse().unwrap(), &rules).unwrap();
+        canonicalise(&mut parts, local(), &rules).unwrap();
         assert_eq!(parts.uri, "/b?q=%2e");
         assert_eq!(host(&parts), Some("api.example.com"));
     }
@@ -179,7 +195,7 @@ mod tests {
             let Ok(mut parts) = http::Request::builder().uri(raw.as_str()).header("host", "a")
                 .body(()).map(|r| r.into_parts().0) else { return Ok(()) };
             let rules = IngressRules::default();
-            if canonicalise(&mut parts, "127.0.0.1".parse().unwrap(), &rules).is_err() {
+            if canonicalise(&mut parts, local(), &rules).is_err() {
                 return Ok(());
             }
             let path = parts.uri.path();

@@ -91,7 +91,14 @@ pub async fn handle(
     let uri = parts.uri.clone();
     // One path, one authority, no gateway-owned fields: what routing, plugins and the
     // upstream all see.
-    let canonical = crate::ingress::canonicalise(&mut parts, conn.client.ip(), &snapshot.ingress);
+    let peer = crate::ingress::Peer {
+        addr: conn.client.ip(),
+        internal: snapshot
+            .listeners
+            .get(conn.listener)
+            .is_some_and(|l| l.internal),
+    };
+    let canonical = crate::ingress::canonicalise(&mut parts, peer, &snapshot.ingress);
     let client_ip = *canonical.as_ref().unwrap_or(&conn.client.ip());
     let request_id = forward::request_id(&parts.headers, snapshot.server.trust_request_id);
     // Plugins see the id the upstream and the client will see (e.g. to quote it in a reply).
