@@ -34,11 +34,20 @@ pub fn canonical(parts: &http::request::Parts) -> Result<Option<HeaderValue>, Au
     if hosts.next().is_some() {
         return Err(AuthorityError::DuplicateHost);
     }
-    let host = host.map(|h| normalise(h.as_bytes())).transpose()?;
+    // Unchanged values are shared, not copied: a `Host` field clones by reference count.
+    let host = host
+        .map(|h| normalise(h.as_bytes()).map(|n| n.unwrap_or_else(|| h.clone())))
+        .transpose()?;
     let target = parts
         .uri
         .authority()
-        .map(|a| normalise(a.as_str().as_bytes()))
+        .map(|a| {
+            let raw = a.as_str().as_bytes();
+            match normalise(raw)? {
+                Some(normalised) => Ok(normalised),
+                None => HeaderValue::from_bytes(raw).map_err(|_| AuthorityError::Invalid),
+            }
+        })
         .transpose()?;
     match (target, host) {
         (Some(target), Some(host)) if target != host => Err(AuthorityError::Conflict),
@@ -48,8 +57,8 @@ pub fn canonical(parts: &http::request::Parts) -> Result<Option<HeaderValue>, Au
     }
 }
 
-/// `host[:port]` checked and normalised; the value is reused as it came when it already is.
-fn normalise(raw: &[u8]) -> Result<HeaderValue, AuthorityError> {
+/// `host[:port]` checked and normalised; `None` when it already is.
+fn normalise(raw: &[u8]) -> Result<Option<HeaderValue>, AuthorityError> {
     let (host, port) = split_port(raw)?;
     if host.is_empty() {
         return Err(AuthorityError::Invalid);
@@ -78,14 +87,16 @@ fn normalise(raw: &[u8]) -> Result<HeaderValue, AuthorityError> {
     }
     let lower = host.iter().all(|b| !b.is_ascii_uppercase());
     if lower && !trailing_dot {
-        return HeaderValue::from_bytes(raw).map_err(|_| AuthorityError::Invalid);
+        return Ok(None);
     }
     let mut out = host.to_ascii_lowercase();
     if let Some(port) = port {
         out.push(b':');
         out.extend_from_slice(port);
     }
-    HeaderValue::from_bytes(&out).map_err(|_| AuthorityError::Invalid)
+    HeaderValue::from_bytes(&out)
+        .map(Some)
+        .map_err(|_| AuthorityError::Invalid)
 }
 
 /// Splits `host[:port]` (with `[v6]` literals), checking the port.

@@ -203,9 +203,8 @@ mod tests {
         assert_eq!(client, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert!(h.contains_key("x-forwarded-for"));
         let mut spoofed = headers(&[("x-forwarded-for", "10.9.9.9")]);
-        let peer: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
         assert_eq!(
-            owned.strip(&mut spoofed, peer),
+            owned.strip(&mut spoofed, peer("::ffff:10.0.0.2")),
             "10.9.9.9".parse::<IpAddr>().unwrap()
         );
     }
