@@ -207,6 +207,7 @@ pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
         cache_dir,
         max_instances: rt.max_instances,
         rate_limit,
+        rate_limit_max_keys: Some(limits.max_keys.get()),
     }
 }
 

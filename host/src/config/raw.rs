@@ -125,7 +125,7 @@ impl Default for RuntimeSection {
 }
 
 /// `[rate_limit]`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     /// `local` (in this process) or `redis` (shared by every gateway on the same server).
@@ -139,6 +139,26 @@ pub struct RateLimitSection {
     /// With `redis`, when it cannot answer: `local` counters (fail open) or `deny` (fail closed).
     #[serde(default)]
     pub on_redis_error: OnRedisError,
+    /// Keys the in-process counters track at most (also when they stand in for Redis); when
+    /// full, the key closest to a full budget is dropped for a new one. Set at start.
+    #[serde(default = "default_rate_limit_max_keys")]
+    pub max_keys: std::num::NonZeroUsize,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            backend: RateLimitBackendName::default(),
+            redis_url: None,
+            redis_timeout: default_redis_timeout(),
+            on_redis_error: OnRedisError::default(),
+            max_keys: default_rate_limit_max_keys(),
+        }
+    }
+}
+
+fn default_rate_limit_max_keys() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN.saturating_add(crate::plugin::DEFAULT_RATE_LIMIT_KEYS - 1)
 }
 
 /// Rate-limit backends.
