@@ -13,6 +13,10 @@
 //! - `GET /readyz`: `200 ready` while it takes traffic, `503 draining` once shutdown began.
 //!
 //! With `[admin] token`, every endpoint but the two probes wants `Authorization: Bearer`.
+//! Every endpoint but the probes answers only to its own names (`421` otherwise) and refuses
+//! changes from another web origin (`403`), see [`guard`]; `/status` shows file paths
+//! relative to the config's directory. Connections are capped (`max_connections`) and must
+//! send their request head within `header_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +28,15 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+mod guard;
+mod redact;
+
+use guard::{AdminNames, Refusal};
 
 use crate::plugin::{Capability, FailurePolicy, Isolation};
 use crate::reload::Reloader;
@@ -43,6 +54,12 @@ pub struct AdminState {
 
 /// Binds the admin listener and serves it in the background. Returns the bound address.
 pub async fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<SocketAddr> {
+    let settings = state
+        .reloader
+        .current()
+        .admin
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("admin: the config has no [admin] table"))?;
     let state = Arc::new(state);
     let listener = TcpListener::bind(addr)
         .await
@@ -51,6 +68,15 @@ pub async fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<Socket
     if !bound.ip().is_loopback() {
         tracing::warn!(addr = %bound, "the admin API is reachable from other hosts: anyone who can connect can reload the gateway");
     }
+    // The admin API is a handful of operators and a scraper: a small cap keeps a flood of
+    // connections to it from eating file descriptors the gateway needs for traffic.
+    let open = Arc::new(Semaphore::new(settings.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A client that trickles its request head (or sends nothing) is closed after the header
+    // timeout instead of holding one of the few connections for good.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
+    let allowed_hosts: Arc<[String]> = settings.allowed_hosts.into();
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -62,23 +88,50 @@ pub async fn spawn(addr: SocketAddr, state: AdminState) -> anyhow::Result<Socket
                     continue;
                 }
             };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                // Closed at once, as on the traffic listeners.
+                crate::metrics::connection_refused("admin_connections");
+                tracing::debug!("admin: connection refused, max_connections reached");
+                continue;
+            };
+            // The address the client dialled: with a wildcard bind, the one it really named.
+            let local = stream.local_addr().unwrap_or(bound);
+            let names = Arc::new(AdminNames::new(local, &allowed_hosts));
             let state = state.clone();
+            let http = http.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                    let names = names.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&state, &names, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                drop(permit);
             });
         }
     });
     Ok(bound)
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &AdminState,
+    names: &AdminNames,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    // Probes answer whatever the Host: load balancers probe with names of their own, and
+    // `ok` or `ready` tells a web page nothing.
     let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !probe {
+        match names.check(&req) {
+            Ok(()) => {}
+            Err(Refusal::Misdirected(why)) => {
+                return text(StatusCode::MISDIRECTED_REQUEST, "text/plain", why);
+            }
+            Err(Refusal::CrossOrigin(why)) => {
+                return text(StatusCode::FORBIDDEN, "text/plain", why);
+            }
+        }
+    }
     if !probe && !authorized(state.token.as_deref(), &req) {
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
@@ -93,7 +146,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     }
     let reloader = &state.reloader;
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status") => json_response(StatusCode::OK, &reloader.status()),
+        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(reloader)),
         (&Method::POST, "/reload") => match reloader.reload("admin").await {
             Ok(generation) => json_response(
                 StatusCode::OK,
@@ -155,6 +208,22 @@ fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
             .zip(token.bytes())
             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
             == 0
+}
+
+/// `GET /status`, with file paths relative to the config's directory (see [`redact`]).
+fn status(reloader: &Reloader) -> serde_json::Value {
+    let mut status = reloader.status();
+    let config = status["config"]["path"]
+        .as_str()
+        .map(std::path::PathBuf::from);
+    if let Some(config) = config {
+        let dir = match config.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        redact::relative_paths(&mut status, &dir);
+    }
+    status
 }
 
 /// `GET /routes`: match order, upstream, plugin chain.

@@ -111,6 +111,10 @@ fn main() -> ExitCode {
                     Command::Check { .. } => {
                         let routes = snapshot.routes.iter().count();
                         println!("{}: ok ({routes} routes)", path.display());
+                        let warnings = wasmgate::config::warnings::warnings(&file);
+                        if !warnings.is_empty() {
+                            println!("{}", file.error(warnings));
+                        }
                         Ok(())
                     }
                     Command::Run { .. } => serve(&file, plugins, snapshot)

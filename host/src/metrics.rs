@@ -81,6 +81,11 @@ struct DecisionLabels {
     decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedKeyLabels {
+    state: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.25 ms … ~8 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -106,6 +111,8 @@ struct Metrics {
     retry_budget_exhausted: Family<UpstreamLabel, Counter>,
     ejections: Family<UpstreamLabel, Counter>,
     rate_limit: Family<DecisionLabels, Counter>,
+    rate_limit_keys: Gauge,
+    rate_limit_keys_dropped: Family<DroppedKeyLabels, Counter>,
     connections_refused: Family<LimitLabel, Counter>,
 }
 
@@ -122,6 +129,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         retry_budget_exhausted: Family::default(),
         ejections: Family::default(),
         rate_limit: Family::default(),
+        rate_limit_keys: Gauge::default(),
+        rate_limit_keys_dropped: Family::default(),
         connections_refused: Family::default(),
         registry: Registry::default(),
     };
@@ -174,6 +183,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rate_limit_decisions",
         "Rate-limit checks by outcome",
         m.rate_limit.clone(),
+    );
+    registry.register(
+        "rate_limit_keys",
+        "Keys held by the in-process rate-limit counters (at most [rate_limit] max_keys)",
+        m.rate_limit_keys.clone(),
+    );
+    registry.register(
+        "rate_limit_keys_dropped",
+        "Keys dropped from full in-process rate-limit counters for new ones: `expired` ones held no debt, `live` ones had theirs forgiven",
+        m.rate_limit_keys_dropped.clone(),
     );
     registry.register(
         "connections_refused",
@@ -387,6 +406,31 @@ pub fn rate_limit_decision(allowed: bool) {
         })
     });
     HANDLES[usize::from(allowed)].inc();
+}
+
+/// Counts a key taken into the in-process rate-limit counters.
+pub fn rate_limit_key_added() {
+    if recording() {
+        METRICS.rate_limit_keys.inc();
+    }
+}
+
+/// Counts a key dropped from full in-process rate-limit counters; `live` when it still had
+/// debt (its client's budget starts full again).
+pub fn rate_limit_key_dropped(live: bool) {
+    if !recording() {
+        return;
+    }
+    static HANDLES: LazyLock<[Counter; 2]> = LazyLock::new(|| {
+        ["expired", "live"].map(|state| {
+            METRICS
+                .rate_limit_keys_dropped
+                .get_or_create(&DroppedKeyLabels { state })
+                .clone()
+        })
+    });
+    METRICS.rate_limit_keys.dec();
+    HANDLES[usize::from(live)].inc();
 }
 
 /// Counts a client connection refused by `limit`.

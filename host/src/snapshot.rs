@@ -170,6 +170,12 @@ pub struct AdminSettings {
     pub addr: std::net::SocketAddr,
     /// The bearer token, when one is required.
     pub token: Option<String>,
+    /// Extra names (or `name:port`) the API answers to, lower-cased.
+    pub allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request head.
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
 }
 
 impl AdminSettings {
@@ -178,6 +184,13 @@ impl AdminSettings {
         Self {
             addr: raw.addr,
             token: raw.token.clone(),
+            allowed_hosts: raw
+                .allowed_hosts
+                .iter()
+                .map(|h| h.as_str().to_owned())
+                .collect(),
+            header_timeout: raw.header_timeout,
+            max_connections: raw.max_connections.get(),
         }
     }
 }
@@ -204,6 +217,7 @@ pub fn runtime_options(file: &ConfigFile) -> plugin::RuntimeOptions {
         cache_dir,
         max_instances: rt.max_instances,
         rate_limit,
+        rate_limit_max_keys: Some(limits.max_keys.get()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod raw;
 pub mod upstream;
+pub mod warnings;
 
 use std::fmt;
 use std::ops::Range;

@@ -141,7 +141,7 @@ impl Default for RuntimeSection {
 }
 
 /// `[rate_limit]`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     /// `local` (in this process) or `redis` (shared by every gateway on the same server).
@@ -155,6 +155,26 @@ pub struct RateLimitSection {
     /// With `redis`, when it cannot answer: `local` counters (fail open) or `deny` (fail closed).
     #[serde(default)]
     pub on_redis_error: OnRedisError,
+    /// Keys the in-process counters track at most (also when they stand in for Redis); when
+    /// full, the key closest to a full budget is dropped for a new one. Set at start.
+    #[serde(default = "default_rate_limit_max_keys")]
+    pub max_keys: std::num::NonZeroUsize,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            backend: RateLimitBackendName::default(),
+            redis_url: None,
+            redis_timeout: default_redis_timeout(),
+            on_redis_error: OnRedisError::default(),
+            max_keys: default_rate_limit_max_keys(),
+        }
+    }
+}
+
+fn default_rate_limit_max_keys() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN.saturating_add(crate::plugin::DEFAULT_RATE_LIMIT_KEYS - 1)
 }
 
 /// Rate-limit backends.
@@ -193,6 +213,54 @@ pub struct AdminSection {
     /// When set, every endpoint but `/healthz` and `/readyz` wants
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Names the admin API answers to besides the address a client connected to (and
+    /// `localhost` when that is a loopback address), e.g. `["admin.internal"]` or
+    /// `["admin.internal:9901"]`: a request with another `Host` gets `421`, so a web page
+    /// whose DNS name was rebound to this address cannot use the API.
+    #[serde(default)]
+    pub allowed_hosts: Vec<AdminHost>,
+    /// How long a client may take to send a request head; the connection is closed after.
+    #[serde(default = "default_admin_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Admin connections open at once; more are closed on accept.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: std::num::NonZeroUsize,
+}
+
+/// One `[admin] allowed_hosts` entry: a host name or `host:port`, lower-cased.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct AdminHost(String);
+
+impl AdminHost {
+    /// The entry, lower-cased.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AdminHost {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        let plain = !value.is_empty()
+            && !value.contains(['/', '@', '?', '#'])
+            && value.parse::<http::uri::Authority>().is_ok();
+        if !plain {
+            return Err(format!(
+                "`{value}` is not a host name or host:port (no scheme, path or user)"
+            ));
+        }
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+}
+
+fn default_admin_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_admin_max_connections() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN.saturating_add(63)
 }
 
 /// `[tracing]`.

@@ -122,6 +122,7 @@ impl KeySet {
     fn verify(&self, token: &str, policy: &Policy) -> Result<String, VerifyError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        refuse_critical_extensions(token)?;
         let alg = header.alg;
         if !policy.algorithms.iter().any(|a| algorithm(*a) == alg) {
             return Err(VerifyError::AlgorithmNotAllowed(format!("{alg:?}")));
@@ -138,14 +139,22 @@ impl KeySet {
         let mut validation = Validation::new(alg);
         validation.leeway = u64::from(policy.leeway_secs);
         validation.validate_nbf = true;
+        // jsonwebtoken checks `iss` and `aud` only when the token has them: a policy that
+        // names issuers or audiences must also make the claims required, or a token that
+        // simply leaves them out would pass. Such a token gets `missing-claim("iss")` (or
+        // "aud"): it names what is wrong more exactly than `wrong-issuer` would.
+        let mut required = vec!["exp"];
         if !policy.issuers.is_empty() {
             validation.set_issuer(&policy.issuers);
+            required.push("iss");
         }
         if policy.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&policy.audiences);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         let mut last = VerifyError::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
@@ -173,6 +182,37 @@ impl KeySet {
             }
         }
         Err(last)
+    }
+}
+
+/// Refuses a token whose protected header has `crit` (RFC 7515, section 4.1.11): it names
+/// header extensions the verifier must understand and process, and this gateway implements
+/// none (`b64: false` of RFC 7797, say, changes what the signature covers). jsonwebtoken
+/// ignores unknown header parameters, so the header is read here, once: it is a few dozen
+/// bytes, and `decode_header` has already checked it is base64url JSON.
+fn refuse_critical_extensions(token: &str) -> Result<(), VerifyError> {
+    use base64::Engine;
+    let segment = token.split('.').next().unwrap_or_default();
+    let header: serde_json::Map<String, serde_json::Value> =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| VerifyError::Malformed("the header is not base64url JSON".into()))?;
+    match header.get("crit") {
+        None => Ok(()),
+        Some(serde_json::Value::Array(names))
+            if !names.is_empty() && names.iter().all(serde_json::Value::is_string) =>
+        {
+            let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+            Err(VerifyError::Malformed(format!(
+                "the header marks extensions critical that are not supported: {}",
+                names.join(", ")
+            )))
+        }
+        Some(_) => Err(VerifyError::Malformed(
+            "the header's `crit` is not a non-empty list of names".into(),
+        )),
     }
 }
 
@@ -289,5 +329,123 @@ impl wit::HostKeySet for PluginState {
     fn drop(&mut self, this: Resource<KeySet>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"a-unit-test-secret-of-32-bytes-or-more";
+
+    fn key_set() -> KeySet {
+        let parsed = shared(KeyKind::Hmac, SECRET, || {
+            Ok(DecodingKey::from_secret(SECRET))
+        })
+        .unwrap();
+        KeySet {
+            keys: vec![Key { kid: None, parsed }],
+        }
+    }
+
+    fn policy(issuers: &[&str], audiences: &[&str]) -> Policy {
+        Policy {
+            algorithms: vec![wit::Algorithm::Hs256],
+            leeway_secs: 0,
+            issuers: issuers.iter().map(|s| s.to_string()).collect(),
+            audiences: audiences.iter().map(|s| s.to_string()).collect(),
+            required_claims: Vec::new(),
+        }
+    }
+
+    fn exp() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 600
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    /// A token signed over a header written by hand (jsonwebtoken's `Header` has no `crit`).
+    fn sign_with_header(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        use hmac::{Hmac, Mac};
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(input.as_bytes());
+        format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn a_policy_with_issuers_refuses_a_token_without_iss() {
+        let keys = key_set();
+        let token = sign(&json!({ "sub": "u", "exp": exp() }));
+        assert!(matches!(
+            keys.verify(&token, &policy(&["https://idp.test"], &[])),
+            Err(VerifyError::MissingClaim(claim)) if claim == "iss"
+        ));
+        // Without issuers in the policy the same token passes.
+        assert!(keys.verify(&token, &policy(&[], &[])).is_ok());
+        let with_iss = sign(&json!({ "sub": "u", "exp": exp(), "iss": "https://idp.test" }));
+        assert!(
+            keys.verify(&with_iss, &policy(&["https://idp.test"], &[]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_policy_with_audiences_refuses_a_token_without_aud() {
+        let keys = key_set();
+        let token = sign(&json!({ "sub": "u", "exp": exp() }));
+        assert!(matches!(
+            keys.verify(&token, &policy(&[], &["api"])),
+            Err(VerifyError::MissingClaim(claim)) if claim == "aud"
+        ));
+        let with_aud = sign(&json!({ "sub": "u", "exp": exp(), "aud": ["other", "api"] }));
+        assert!(keys.verify(&with_aud, &policy(&[], &["api"])).is_ok());
+    }
+
+    #[test]
+    fn a_token_marking_any_extension_critical_is_refused() {
+        let keys = key_set();
+        let claims = json!({ "sub": "u", "exp": exp() });
+        let plain = sign_with_header(&json!({ "alg": "HS256", "typ": "JWT" }), &claims);
+        assert!(
+            keys.verify(&plain, &policy(&[], &[])).is_ok(),
+            "hand-signed tokens verify"
+        );
+        let crit = sign_with_header(
+            &json!({ "alg": "HS256", "b64": false, "crit": ["b64"] }),
+            &claims,
+        );
+        match keys.verify(&crit, &policy(&[], &[])) {
+            Err(VerifyError::Malformed(why)) => assert_eq!(
+                why,
+                "the header marks extensions critical that are not supported: b64"
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in [json!([]), json!("b64"), json!([1])] {
+            let token = sign_with_header(&json!({ "alg": "HS256", "crit": bad }), &claims);
+            assert!(
+                matches!(
+                    keys.verify(&token, &policy(&[], &[])),
+                    Err(VerifyError::Malformed(_))
+                ),
+                "crit = {bad}"
+            );
+        }
     }
 }

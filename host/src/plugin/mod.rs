@@ -29,7 +29,7 @@ pub use builtin::{BUILTIN_PLUGINS, builtin};
 pub use host::{BodyLimits, InstanceLabel};
 pub use outbound::HttpSettings;
 pub use pool::{FaultKind, PluginFault, PluginPool};
-pub use ratelimit::RateLimitBackend;
+pub use ratelimit::{DEFAULT_RATE_LIMIT_KEYS, RateLimitBackend};
 
 /// Types of the plugin contract as the host sees them.
 pub mod contract {
@@ -212,6 +212,9 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Where rate-limit counters live.
     pub rate_limit: RateLimitBackend,
+    /// Keys the in-process rate-limit counters track at most (default
+    /// [`DEFAULT_RATE_LIMIT_KEYS`]).
+    pub rate_limit_max_keys: Option<usize>,
 }
 
 /// The engine shared by every plugin, for the life of the process.
@@ -255,7 +258,13 @@ impl PluginRuntime {
             cache,
             state: Default::default(),
             rate_limiter: Arc::new(
-                ratelimit::RateLimiter::new(&options.rate_limit).map_err(|e| anyhow::anyhow!(e))?,
+                ratelimit::RateLimiter::new(
+                    &options.rate_limit,
+                    options
+                        .rate_limit_max_keys
+                        .unwrap_or(DEFAULT_RATE_LIMIT_KEYS),
+                )
+                .map_err(|e| anyhow::anyhow!(e))?,
             ),
             compiled: Default::default(),
         })

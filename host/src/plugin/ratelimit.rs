@@ -1,25 +1,34 @@
 //! The `rate-limit` capability: GCRA counters, in a sharded in-process map (the default) or in
 //! Redis, shared by every gateway pointed at it.
 //!
-//! GCRA keeps one "theoretical arrival time" per key: a limit of L per window W admits a burst
-//! of up to L and refills continuously at L/W, exactly, under any concurrency (each check is
-//! one read-modify-write under the key's shard lock). A key whose arrival time has passed is at
-//! full capacity and carries no information, so it is evicted when a shard fills up.
+//! GCRA keeps one "theoretical arrival time" (TAT) per key: a limit of L per window W admits a
+//! burst of up to L and refills continuously at L/W, exactly, under any concurrency (each check
+//! is one read-modify-write under the key's shard lock).
+//!
+//! The in-process store holds at most `max_keys` keys, whatever clients send. A key is kept as
+//! a 16-byte salted digest, so an entry has one size however long the key, and the salt is
+//! random per process, so a client cannot choose keys that crowd one shard. When a shard is
+//! full, a new key takes the place of the sampled key with the **soonest TAT**: a key whose TAT
+//! has passed is at full capacity and carries no information, and among live keys dropping the
+//! soonest one forgives the least debt. Least-recently-used would do the opposite of what a
+//! limiter needs: a flood of fresh keys would push out the one client being limited, whose
+//! budget would then start full again.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
+use sha2::{Digest, Sha256};
+
 use super::bindings::wasmgate::plugin::rate_limit::{self as wit, Decision};
 use super::host::PluginState;
 
-const SHARDS: usize = 64;
-/// Keys tracked per shard at most (64 shards: about a million keys, ~100 MiB worst case).
-const KEYS_PER_SHARD: usize = 16_384;
+/// Keys the in-process store tracks at most unless `[rate_limit] max_keys` says otherwise:
+/// about 53 MiB when full (see `LocalCounters`).
+pub const DEFAULT_RATE_LIMIT_KEYS: usize = 1_000_000;
 
 /// Counters for every plugin of a runtime, kept across reloads.
-#[derive(Default)]
 pub struct RateLimiter {
     local: LocalCounters,
     redis: Option<RedisCounters>,
@@ -44,9 +53,10 @@ pub enum RateLimitBackend {
 }
 
 impl RateLimiter {
-    /// Counters on `backend`. Redis is connected on first use, so a gateway starts (and
-    /// serves with its fallback policy) while Redis is down.
-    pub fn new(backend: &RateLimitBackend) -> Result<Self, String> {
+    /// Counters on `backend`, with at most `max_keys` keys in this process. Redis is connected
+    /// on first use, so a gateway starts (and serves with its fallback policy) while Redis is
+    /// down.
+    pub fn new(backend: &RateLimitBackend, max_keys: usize) -> Result<Self, String> {
         let redis = match backend {
             RateLimitBackend::Local => None,
             RateLimitBackend::Redis {
@@ -65,7 +75,7 @@ impl RateLimiter {
             }),
         };
         Ok(Self {
-            local: LocalCounters::default(),
+            local: LocalCounters::new(max_keys),
             redis,
         })
     }
@@ -215,22 +225,69 @@ impl RedisCounters {
     }
 }
 
+/// Shards at most: enough that two workers rarely wait for one lock.
+const MAX_SHARDS: usize = 64;
+/// Entries looked at to choose the one a new key replaces in a full shard. Eight random
+/// entries find one of the soonest eighth of TATs with probability 1 - (7/8)^8 ≈ 66 %, and
+/// the key with the largest debt is the one dropped only when all eight are it.
+const EVICTION_SAMPLE: usize = 8;
+
+/// A key as stored: the first 16 bytes of SHA-256(salt ‖ key) after the 8 that pick the shard.
+/// With 2^20 keys a collision (two keys sharing one budget) has odds of about 2^-88.
+type KeyDigest = [u8; 16];
+
 /// The in-process backend.
+///
+/// Memory: each shard is an `IndexMap<[u8; 16], u64>`: 32 bytes per entry in its entry vector
+/// and 8 bytes plus a control byte per slot of its index table, which may be half empty after
+/// growth: about 54 bytes a key when full (53 MiB for the default 1,000,000 keys, measured by
+/// `two_million_keys_stay_within_the_cap_and_memory_bound`), and never more than 64.
 struct LocalCounters {
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    shards: Box<[Mutex<IndexMap<KeyDigest, u64>>]>,
+    per_shard: usize,
+    salt: [u8; 16],
     epoch: Instant,
 }
 
-impl Default for LocalCounters {
-    fn default() -> Self {
+impl LocalCounters {
+    fn new(max_keys: usize) -> Self {
+        let max_keys = max_keys.max(1);
+        // Small caps get fewer shards, so the cap holds closely instead of rounding up to
+        // one key per shard times 64.
+        let shards = max_keys.div_ceil(1024).clamp(1, MAX_SHARDS);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(IndexMap::new())).collect(),
+            per_shard: max_keys.div_ceil(shards),
+            salt: random_salt(),
             epoch: Instant::now(),
         }
     }
-}
 
-impl LocalCounters {
+    /// Keys held now, over all shards.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// The shard and stored form of `key`.
+    fn locate(&self, key: &str) -> (usize, KeyDigest) {
+        let mut hash = Sha256::new();
+        hash.update(self.salt);
+        hash.update(key.as_bytes());
+        let digest: [u8; 32] = hash.finalize().into();
+        let (pick, rest) = digest.split_at(8);
+        let mut shard = [0u8; 8];
+        shard.copy_from_slice(pick);
+        let mut stored = [0u8; 16];
+        stored.copy_from_slice(&rest[..16]);
+        // Modulo bias over 2^64 is negligible for 64 shards.
+        let shard = (u64::from_le_bytes(shard) % self.shards.len() as u64) as usize;
+        (shard, stored)
+    }
+
     fn check(&self, key: String, limit: u64, window_ms: u64, cost: u64) -> Decision {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let window = window_ms.saturating_mul(1_000_000).max(1);
@@ -238,9 +295,9 @@ impl LocalCounters {
             return refused(limit, window_ms);
         }
         let interval = (window / limit).max(1);
-        let shard = &self.shards[shard_of(&key)];
-        let mut counters = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = counters.get(&key).copied().unwrap_or(0).max(now);
+        let (shard, stored) = self.locate(&key);
+        let mut counters = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let tat = counters.get(&stored).copied().unwrap_or(0).max(now);
         let new_tat = tat.saturating_add(cost.saturating_mul(interval));
         let allow_at = new_tat.saturating_sub(window);
         let remaining_at = |tat: u64| (now.saturating_add(window).saturating_sub(tat)) / interval;
@@ -253,10 +310,15 @@ impl LocalCounters {
                 retry_after_ms: ms(allow_at - now).max(1),
             };
         }
-        if counters.len() >= KEYS_PER_SHARD && !counters.contains_key(&key) {
-            counters.retain(|_, tat| *tat > now);
+        if let Some(slot) = counters.get_mut(&stored) {
+            *slot = new_tat;
+        } else {
+            if counters.len() >= self.per_shard {
+                make_room(&mut counters, now);
+            }
+            counters.insert(stored, new_tat);
+            crate::metrics::rate_limit_key_added();
         }
-        counters.insert(key, new_tat);
         Decision {
             allowed: true,
             limit,
@@ -267,14 +329,32 @@ impl LocalCounters {
     }
 }
 
-fn ms(nanos: u64) -> u64 {
-    nanos.div_ceil(1_000_000)
+/// Drops the sampled entry with the soonest TAT from a full shard.
+fn make_room(counters: &mut IndexMap<KeyDigest, u64>, now: u64) {
+    let len = counters.len();
+    let Some(victim) = (0..EVICTION_SAMPLE)
+        .map(|_| fastrand::usize(..len))
+        .min_by_key(|&i| counters.get_index(i).map_or(u64::MAX, |(_, tat)| *tat))
+    else {
+        return;
+    };
+    if let Some((_, tat)) = counters.swap_remove_index(victim) {
+        crate::metrics::rate_limit_key_dropped(tat > now);
+    }
 }
 
-fn shard_of(key: &str) -> usize {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-    (hash as usize) % SHARDS
+/// 16 bytes no client can guess: `RandomState` is seeded from the operating system.
+fn random_salt() -> [u8; 16] {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&state.hash_one(0u8).to_le_bytes());
+    salt[8..].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+    salt
+}
+
+fn ms(nanos: u64) -> u64 {
+    nanos.div_ceil(1_000_000)
 }
 
 impl wit::Host for PluginState {
@@ -296,11 +376,15 @@ impl wit::Host for PluginState {
 
 #[cfg(test)]
 mod tests {
-    use super::LocalCounters as RateLimiter;
+    use super::{DEFAULT_RATE_LIMIT_KEYS, LocalCounters};
+
+    fn limiter() -> LocalCounters {
+        LocalCounters::new(DEFAULT_RATE_LIMIT_KEYS)
+    }
 
     #[test]
     fn a_burst_of_exactly_the_limit_passes_then_refills() {
-        let limiter = RateLimiter::default();
+        let limiter = limiter();
         let allowed = (0..10)
             .filter(|_| limiter.check("k".into(), 5, 60_000, 1).allowed)
             .count();
@@ -320,7 +404,7 @@ mod tests {
 
     #[test]
     fn cost_counts_several_units_and_remaining_reports_what_is_left() {
-        let limiter = RateLimiter::default();
+        let limiter = limiter();
         let d = limiter.check("k".into(), 10, 1_000, 4);
         assert!(d.allowed);
         assert_eq!(d.remaining, 6);
@@ -330,5 +414,98 @@ mod tests {
             !limiter.check("k".into(), 10, 1_000, 11).allowed,
             "cost above the limit never fits"
         );
+    }
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The documented bound: at most `max_keys` keys (rounded up to whole shards), and under
+    /// 64 bytes a key of resident memory, however many distinct keys clients send.
+    #[test]
+    fn two_million_keys_stay_within_the_cap_and_memory_bound() {
+        let before = rss_kib();
+        let limiter = limiter();
+        let mut allowed = 0usize;
+        for i in 0..2_000_000u32 {
+            // Long keys: what is stored does not grow with them.
+            let key = format!("plugin\0header:x-api-key=client-{i:08}-{}", "k".repeat(64));
+            allowed += usize::from(limiter.check(key, 10, 60_000, 1).allowed);
+        }
+        assert_eq!(allowed, 2_000_000, "every new key has its full budget");
+        let held = limiter.len();
+        let cap = limiter.per_shard * limiter.shards.len();
+        assert!(cap < DEFAULT_RATE_LIMIT_KEYS + limiter.shards.len());
+        assert!(held <= cap, "{held} keys held, cap {cap}");
+        assert!(
+            held > DEFAULT_RATE_LIMIT_KEYS * 99 / 100,
+            "the store fills up to its cap: {held}"
+        );
+        let grown = rss_kib().saturating_sub(before);
+        let bound_kib = (DEFAULT_RATE_LIMIT_KEYS * 64 / 1024) as u64;
+        eprintln!("2M keys: {held} held, RSS grew {grown} KiB (bound {bound_kib} KiB)");
+        assert!(
+            grown <= bound_kib,
+            "RSS grew {grown} KiB for {held} keys, bound {bound_kib} KiB"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_does_not_free_a_limited_client() {
+        let limiter = LocalCounters::new(1_000);
+        let limit = |key: &str| limiter.check(key.into(), 5, 3_600_000, 1).allowed;
+        assert_eq!((0..6).filter(|_| limit("abuser")).count(), 5);
+        for i in 0..100_000 {
+            assert!(
+                limit(&format!("flood-{i}")),
+                "fresh keys keep being answered"
+            );
+        }
+        assert!(limiter.len() <= 1_000);
+        assert!(
+            !limit("abuser"),
+            "the limited key outlives the flood: it has the most debt"
+        );
+    }
+
+    #[test]
+    fn shard_choice_is_keyed_per_process() {
+        let (a, b) = (limiter(), limiter());
+        let same = (0..1_000)
+            .filter(|i| {
+                let key = format!("key-{i}");
+                a.locate(&key).0 == b.locate(&key).0
+            })
+            .count();
+        // Unkeyed, all 1000 would agree; keyed, about 1000/64 do by chance.
+        assert!(
+            same < 100,
+            "{same} of 1000 keys in the same shard in two stores"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_cap_holds_for_any_sequence_of_checks(
+            max_keys in 1usize..3_000,
+            checks in proptest::collection::vec((0u32..5_000, 1u64..5, 1u64..100, 0u64..4), 1..2_000),
+        ) {
+            let limiter = LocalCounters::new(max_keys);
+            let cap = limiter.per_shard * limiter.shards.len();
+            proptest::prop_assert!(cap < max_keys + limiter.shards.len());
+            for (key, limit, window_ms, cost) in checks {
+                let decision = limiter.check(format!("k{key}"), limit, window_ms, cost);
+                proptest::prop_assert!(decision.remaining <= limit);
+                proptest::prop_assert!(limiter.len() <= cap);
+            }
+        }
     }
 }
