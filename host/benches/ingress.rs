@@ -12,7 +12,10 @@ fn path(c: &mut Criterion) {
     let rules = PathRules::default();
     for (label, path) in [
         ("clean, short", "/orders/42"),
-        ("clean, typical API path", "/api/v1/users/8f14e45f-ceea-467f-a0e6-4b8e1b9c5a77/orders"),
+        (
+            "clean, typical API path",
+            "/api/v1/users/8f14e45f-ceea-467f-a0e6-4b8e1b9c5a77/orders",
+        ),
         ("to normalise: escapes", "/api/v1/users/%7ealice/caf%c3%a9"),
         ("to normalise: dot segments", "/api/v1/../v2/./users//42/"),
     ] {

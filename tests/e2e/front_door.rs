@@ -327,7 +327,7 @@ upstream = "up"
     );
     let (status, _) = get(gw.addr(), "/ws", &websocket).await;
     assert_eq!(status, 200, "this upstream does not switch protocols");
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     for (i, headers) in seen.iter().take(3).enumerate() {
         assert!(!headers.contains_key("upgrade"), "request {i}: {headers:?}");
         assert!(
@@ -411,7 +411,7 @@ upstream = "up"
     .await;
     assert_eq!(status, 200, "{response}");
 
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let open = &seen[0];
     for (name, _) in &spoofed[..8] {
         assert!(
@@ -450,7 +450,7 @@ upstream = "up"
     ];
     let (status, _) = get(gw.addr(), "/", &headers).await;
     assert_eq!(status, 200);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen[0]["x-forwarded-for"],
         "198.51.100.7, 127.0.0.9, 127.0.0.1"

@@ -82,11 +82,7 @@ fn is_plainly_canonical(path: &[u8]) -> bool {
             b'/' if previous == b'/' => return false,
             b'.' if previous == b'/' => {
                 let rest = &path[i + 1..];
-                let dot_segment = match rest {
-                    [] | [b'/', ..] => true,
-                    [b'.'] | [b'.', b'/', ..] => true,
-                    _ => false,
-                };
+                let dot_segment = matches!(rest, [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..]);
                 if dot_segment {
                     return false;
                 }
