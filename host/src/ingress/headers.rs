@@ -92,18 +92,23 @@ impl OwnedHeaders {
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
             .filter(|name| name != header::UPGRADE)
             .collect();
-        for name in named.iter().chain(&HOP_BY_HOP) {
+        let forwarded_kept = internal || self.trusts(peer);
+        // One pass over the few fields a request has, instead of one lookup per owned name:
+        // nothing is allocated unless there is something to remove.
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                HOP_BY_HOP.contains(name)
+                    || named.contains(name)
+                    || (!internal && self.strip.contains(name))
+                    || (!forwarded_kept && FORWARDING.contains(name))
+            })
+            .cloned()
+            .collect();
+        for name in &doomed {
             headers.remove(name);
         }
-        if !internal {
-            for name in &self.strip {
-                headers.remove(name);
-            }
-        }
-        if !internal && !self.trusts(peer) {
-            for name in &FORWARDING {
-                headers.remove(name);
-            }
+        if !forwarded_kept {
             return canonical_ip(peer);
         }
         // Behind trusted proxies: walk the chain from the nearest hop outwards.
