@@ -204,8 +204,11 @@ impl Default for StateBudget {
 /// is freed.
 #[derive(Default)]
 pub struct StateStore {
-    scopes: Mutex<HashMap<(Arc<str>, String), Weak<StateScope>>>,
+    scopes: Mutex<HashMap<ScopeId, Weak<StateScope>>>,
 }
+
+/// A scope's identity: the plugin's name, and the scope's name within the plugin.
+type ScopeId = (Arc<str>, String);
 
 impl StateStore {
     /// The scope for `plugin` configured with `config` on `route`, or the one named `shared`
