@@ -435,8 +435,27 @@ plugins = [{{ use = "fresh", config = {{ expose_context = ["seen"] }} }}]
     }
 
     // Every call on the quiet route needs a fresh instance; with on_error = "skip" a missing
-    // one would pass silently, so the plugin proves it ran by echoing the context.
-    for i in 0..8 {
+    // one would pass silently, so the plugin proves it ran by echoing the context. Keep
+    // asking while the first round of the flood sleeps, as the flood piles up behind it.
+    // The flood goes on meanwhile, so a slot the quiet route frees is contested.
+    let flooding = Instant::now();
+    let more_flood = {
+        let c = c.clone();
+        let url = gw.url("/flooded");
+        tokio::spawn(async move {
+            let mut more = Vec::new();
+            while flooding.elapsed() < Duration::from_millis(1200) {
+                let request = c.get(&url).header("x-sleep-ms", "1500").send();
+                more.push(tokio::spawn(request));
+                // Pacing, not waiting for anything: a steady stream of slow calls.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            more
+        })
+    };
+    let mut i = 0;
+    while flooding.elapsed() < Duration::from_millis(1200) {
+        i += 1;
         let resp = c
             .get(gw.url("/quiet"))
             .header("x-context-set", "seen=yes")
@@ -454,7 +473,7 @@ plugins = [{{ use = "fresh", config = {{ expose_context = ["seen"] }} }}]
     }
 
     let mut statuses = Vec::new();
-    for request in flood {
+    for request in flood.into_iter().chain(more_flood.await.unwrap()) {
         statuses.push(request.await.unwrap().unwrap().status().as_u16());
     }
     // Four at a time, 1.5 s each, and a 3 s wait for a slot: the first rounds pass, the rest
