@@ -30,7 +30,7 @@ fn pool(
     let plugin = runtime
         .load(name, &plugin_bytes(name), settings)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    match rt.block_on(PluginPool::new(plugin, "bench", config.to_owned())) {
+    match rt.block_on(PluginPool::new(plugin, "bench", config.to_owned(), None)) {
         Ok(Ok(pool)) => pool,
         Ok(Err(e)) => panic!("{name} refused its config: {e:?}"),
         Err(e) => panic!("{name}: {e}"),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::plugin::compat::{self, PACKAGE_NAME};
-use crate::plugin::{Capability, LoadError, ModuleReport};
+use crate::plugin::{Capability, LoadError, ModuleReport, WasiAccess, wasi_access};
 
 /// Languages `plugin new` has a skeleton for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -208,11 +208,24 @@ pub fn describe(path: &Path, size: usize, report: &ModuleReport) -> (String, boo
         }
     }
     if !c.wasi_imports.is_empty() {
-        let _ = writeln!(
-            out,
-            "  WASI: {} interfaces, linked with no files, environment, network or stdin (output goes to the log)",
-            c.wasi_imports.len()
-        );
+        let _ = writeln!(out, "  WASI:");
+        for import in &c.wasi_imports {
+            let note = match wasi_access(import) {
+                WasiAccess::Inert(what) => format!("always linked: {what}"),
+                WasiAccess::Granted(cap) => {
+                    let grant = format!("\"{}\"", cap.name());
+                    if !grants.contains(&grant) {
+                        grants.push(grant);
+                    }
+                    format!(
+                        "needs grants = [\"{}\"] (without it, every call traps)",
+                        cap.name()
+                    )
+                }
+                WasiAccess::Missing => "not provided by wasmgate".to_string(),
+            };
+            let _ = writeln!(out, "    {import:<44} {note}");
+        }
     }
     for import in &c.other_imports {
         let _ = writeln!(

@@ -109,6 +109,9 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())?;
                 match cli.command {
                     Command::Check { .. } => {
+                        for warning in fail_open_warnings(&file) {
+                            eprintln!("warning: {warning}");
+                        }
                         let routes = snapshot.routes.iter().count();
                         println!("{}: ok ({routes} routes)", path.display());
                         let warnings = wasmgate::config::warnings::warnings(&file);
@@ -132,6 +135,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `check` says about plugins whose config lets requests through when they fault.
+fn fail_open_warnings(file: &ConfigFile) -> Vec<String> {
+    use wasmgate::plugin::FailurePolicy;
+    let mut warnings = Vec::new();
+    for (name, section) in &file.raw.plugins {
+        let section = section.get_ref();
+        if !section.fail_open {
+            continue;
+        }
+        warnings.push(match section.on_error {
+            FailurePolicy::Skip if snapshot::is_auth_plugin(section) => format!(
+                "plugin `{name}` has fail_open = true: when it faults (a trap, a timeout, no free instance) requests pass without authentication"
+            ),
+            FailurePolicy::Skip => format!(
+                "plugin `{name}` has fail_open = true: when it faults (a trap, a timeout, no free instance) requests pass without it"
+            ),
+            FailurePolicy::Fail => format!(
+                "plugin `{name}` has fail_open = true, which does nothing with on_error = \"fail\""
+            ),
+        });
+    }
+    warnings
 }
 
 fn plugin_command(command: &PluginCommand) -> ExitCode {

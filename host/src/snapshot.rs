@@ -15,7 +15,8 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::config::raw::{OnRedisError, RateLimitBackendName, RouteSection};
 use crate::config::{ConfigError, ConfigFile, Problem};
 use crate::plugin::{
-    self, Capability, HttpSettings, LoadedPlugin, PluginPool, PluginRuntime, PluginSettings,
+    self, Capability, FailurePolicy, HttpSettings, LoadedPlugin, PluginPool, PluginRuntime,
+    PluginSettings, StateBudget,
 };
 use crate::router::{HostMatch, Matcher, PathMatch, RouteTable};
 use crate::tls;
@@ -497,7 +498,30 @@ impl Builder<'_> {
                     }
                 }
             };
+            if let Some(why) = refused_fail_open(name, section) {
+                self.problem(section.module.span(), why);
+                continue;
+            }
+            let global = self.file.raw.runtime.max_instances;
+            let max_instances = match &section.max_instances {
+                None => (global / 4).max(1),
+                Some(max) if *max.get_ref() == 0 || *max.get_ref() > global => {
+                    self.problem(
+                        max.span(),
+                        format!(
+                            "plugin `{name}`: max_instances must be 1 to {global} ([runtime] max_instances)"
+                        ),
+                    );
+                    continue;
+                }
+                Some(max) => *max.get_ref(),
+            };
             let settings = PluginSettings {
+                max_instances,
+                state: StateBudget {
+                    entries: section.state_max_entries,
+                    bytes: usize::try_from(section.state_max_bytes.as_u64()).unwrap_or(usize::MAX),
+                },
                 grants: section.grants.clone(),
                 timeout: section.timeout,
                 memory_limit: usize::try_from(section.memory_limit.as_u64()).unwrap_or(usize::MAX),
@@ -616,17 +640,26 @@ impl Builder<'_> {
                     continue;
                 }
             };
+            let scope = entry.state_scope.as_ref().map(|s| s.get_ref().trim());
+            if let (Some(""), Some(span)) = (scope, entry.state_scope.as_ref().map(|s| s.span())) {
+                self.problem(
+                    span,
+                    format!("route `{name}`, plugin `{plugin_name}`: state_scope is empty: name the scope, or remove the key to keep the state to this route"),
+                );
+                continue;
+            }
             let kept = previous.and_then(|p| {
                 p.routes
                     .iter()
                     .flat_map(|r| r.chain.iter())
-                    .find(|pool| pool.serves(loaded, name, &json))
+                    .find(|pool| pool.serves(loaded, name, &json, scope))
             });
             if let Some(pool) = kept {
                 chain.push(pool.clone());
                 continue;
             }
-            match PluginPool::new(loaded.clone(), name, json).await {
+            let scope = scope.map(str::to_owned);
+            match PluginPool::new(loaded.clone(), name, json, scope).await {
                 Ok(Ok(pool)) => chain.push(pool),
                 Ok(Err(refused)) => {
                     let at = refused
@@ -889,6 +922,32 @@ impl Builder<'_> {
             owned: crate::ingress::OwnedHeaders::new(strip, trusted),
         }
     }
+}
+
+/// The modules that authenticate: with `on_error = "skip"` a fault in one of them lets the
+/// request through unauthenticated.
+const AUTH_BUILTINS: [&str; 3] = [
+    "builtin:jwt-auth",
+    "builtin:api-key",
+    "builtin:oauth2-introspection",
+];
+
+/// Whether a plugin makes authentication decisions: a built-in auth plugin, or one granted
+/// `jwt` (verifying tokens is what that grant is for).
+pub fn is_auth_plugin(section: &crate::config::raw::PluginSection) -> bool {
+    AUTH_BUILTINS.contains(&section.module.get_ref().as_str())
+        || section.grants.contains(&Capability::Jwt)
+}
+
+/// Why an authentication plugin's `on_error = "skip"` is refused, unless `fail_open = true`
+/// says it is meant.
+fn refused_fail_open(name: &str, section: &crate::config::raw::PluginSection) -> Option<String> {
+    (section.on_error == FailurePolicy::Skip && !section.fail_open && is_auth_plugin(section))
+        .then(|| {
+            format!(
+                "plugin `{name}` authenticates requests and has on_error = \"skip\": whenever it faults (a trap, a timeout, no free instance) requests would pass unauthenticated. Use on_error = \"fail\", or add fail_open = true to [plugins.{name}] to accept that"
+            )
+        })
 }
 
 fn list(names: &[&str]) -> String {

@@ -626,3 +626,112 @@ plugins = [{{ use = "jwt", config = {{ algorithms = ["EdDSA"], jwks_url = "http:
     )
     .await;
 }
+
+#[tokio::test]
+async fn one_jwt_plugin_on_two_routes_keeps_each_routes_jwks_apart() {
+    let up = Upstream::echo().await;
+    // Two issuers, each with its own key published under the same `kid`.
+    let key_a = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let key_b = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let jwks = |key: &rcgen::KeyPair| {
+        json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": b64(key.public_key_raw()) }] })
+            .to_string()
+    };
+    let (doc_a, doc_b) = (jwks(&key_a), jwks(&key_b));
+    let issuer_a = Upstream::custom(move |_, _| (200, doc_a.clone())).await;
+    let issuer_b = Upstream::custom(move |_, _| (200, doc_b.clone())).await;
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.jwt]
+module = "builtin:jwt-auth"
+grants = ["jwt", "http", "state"]
+http_allow = ["{a}", "{b}"]
+[[routes]]
+name = "a"
+match = {{ path_prefix = "/a" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["EdDSA"], jwks_url = "http://{a}/jwks.json" }} }}]
+[[routes]]
+name = "b"
+match = {{ path_prefix = "/b" }}
+upstream = "up"
+plugins = [{{ use = "jwt", config = {{ algorithms = ["EdDSA"], jwks_url = "http://{b}/jwks.json" }} }}]
+"#,
+        up = up.addr,
+        a = issuer_a.addr,
+        b = issuer_b.addr,
+    ))
+    .await;
+    let token = |key: &rcgen::KeyPair| {
+        sign(
+            Algorithm::EdDSA,
+            Some("k1"),
+            &claims(),
+            &EncodingKey::from_ed_pem(key.serialize_pem().as_bytes()).unwrap(),
+        )
+    };
+    let (token_a, token_b) = (token(&key_a), token(&key_b));
+    assert_eq!(get(&gw, "/a", Some(&token_a)).await.status(), 200);
+    assert_eq!(get(&gw, "/b", Some(&token_b)).await.status(), 200);
+    assert_eq!(
+        get(&gw, "/b", Some(&token_a)).await.status(),
+        401,
+        "route a's issuer cannot sign for route b"
+    );
+    assert_eq!(get(&gw, "/a", Some(&token_b)).await.status(), 401);
+    assert_eq!(
+        issuer_a.hits(),
+        1,
+        "each route fetched its own issuer's keys"
+    );
+    assert_eq!(issuer_b.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_auth_plugin_that_fails_open_is_refused_unless_fail_open_says_so() {
+    let up = Upstream::echo().await;
+    let config = |extra: &str| {
+        format!(
+            r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.key]
+module = "builtin:api-key"
+on_error = "skip"
+{extra}
+[[routes]]
+name = "key"
+upstream = "up"
+plugins = [{{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{hash}" }}] }} }}]
+"#,
+            up = up.addr,
+            hash = hex(&{
+                use sha2::Digest;
+                sha2::Sha256::digest(ALICE_KEY.as_bytes())
+            }),
+        )
+    };
+    let refused = Gateway::refused(&config("")).await;
+    assert!(
+        refused.contains(
+            "plugin `key` authenticates requests and has on_error = \"skip\": whenever it faults (a trap, a timeout, no free instance) requests would pass unauthenticated. Use on_error = \"fail\", or add fail_open = true to [plugins.key] to accept that"
+        ),
+        "{refused}"
+    );
+
+    // Said explicitly, it runs; `check` still warns about it.
+    let accepted = config("fail_open = true");
+    let gw = Gateway::start(&accepted).await;
+    assert_eq!(get(&gw, "/", None).await.status(), 401);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), &accepted).unwrap();
+    let (code, stdout, stderr) = run_cli(&["check", "gateway.toml"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "gateway.toml: ok (1 routes)\n");
+    assert_eq!(
+        stderr,
+        "warning: plugin `key` has fail_open = true: when it faults (a trap, a timeout, no free instance) requests pass without authentication\n"
+    );
+}

@@ -105,3 +105,33 @@ fn plugin_check_refuses_other_contract_versions_and_worlds() {
         "{err}"
     );
 }
+
+#[test]
+fn plugin_check_lists_wasi_imports_by_interface_with_the_grant_each_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(&["plugin", "check", &plugin("testkit")], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(out.contains("\n  WASI:\n"), "{out}");
+    assert_eq!(
+        line("wasi:clocks/wall-clock@"),
+        "needs grants = [\"clock\"] (without it, every call traps)"
+    );
+    assert_eq!(
+        line("wasi:clocks/monotonic-clock@"),
+        "needs grants = [\"clock\"] (without it, every call traps)"
+    );
+    assert_eq!(
+        line("wasi:cli/stderr@"),
+        "always linked: written to the gateway's log, line by line"
+    );
+    assert!(out.contains("  grants = [\"clock\"]\n"), "{out}");
+}

@@ -238,3 +238,254 @@ upstream = "up"
         );
     }
 }
+
+/// Two testkit entries, one granted `clock`, each on its own route.
+async fn clock_gateway(up: &Upstream, timeout: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+
+[plugins.no-clock]
+module = "{testkit}"
+
+[plugins.clock]
+module = "{testkit}"
+grants = ["clock"]
+timeout = "{timeout}"
+
+[[routes]]
+name = "no-clock"
+match = {{ path_prefix = "/no-clock" }}
+upstream = "up"
+plugins = [{{ use = "no-clock" }}]
+
+[[routes]]
+name = "clock"
+match = {{ path_prefix = "/clock" }}
+upstream = "up"
+plugins = [{{ use = "clock" }}]
+"#,
+        up = up.addr,
+        testkit = plugin("testkit"),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn the_wasi_clock_traps_without_the_clock_grant_and_works_with_it() {
+    let up = Upstream::echo().await;
+    let gw = clock_gateway(&up, "50ms").await;
+    let c = client();
+
+    let refused = c
+        .get(gw.url("/no-clock"))
+        .header("x-wasi-clock", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 500);
+    let fault = gw
+        .find_log(|l| l["target"] == "wasmgate::plugin" && l["level"] == "ERROR")
+        .expect("the fault is logged");
+    assert_eq!(fault["plugin"], "no-clock");
+    assert_eq!(fault["kind"], "trap");
+    let message = fault["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "plugin `no-clock` called wasi:clocks/wall-clock.now without the `clock` grant: add \"clock\" to its grants"
+        ),
+        "{message}"
+    );
+    assert_eq!(up.hits(), 0, "the request never reached the upstream");
+    // The plugin loads and runs without the grant as long as it leaves the clock alone.
+    assert_eq!(
+        c.get(gw.url("/no-clock")).send().await.unwrap().status(),
+        200
+    );
+
+    let granted = c
+        .get(gw.url("/clock"))
+        .header("x-wasi-clock", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+    let echo = json(granted).await;
+    let seen: u128 = seen_header(&echo, "x-wasi-now-ms")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(
+        now.abs_diff(seen) < 60_000,
+        "the plugin read the real time: {seen} vs {now}"
+    );
+}
+
+#[tokio::test]
+async fn a_hook_waiting_in_a_host_call_is_stopped_at_its_wall_clock_deadline() {
+    let up = Upstream::echo().await;
+    let gw = clock_gateway(&up, "200ms").await;
+    let c = client();
+
+    // The guest sleeps through WASI: the host waits for it, and no guest code runs that the
+    // epoch deadline could interrupt.
+    let started = Instant::now();
+    let resp = c
+        .get(gw.url("/clock"))
+        .header("x-sleep-ms", "8000")
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "a plugin failed while handling the request\n"
+    );
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    let fault = gw
+        .find_log(|l| l["target"] == "wasmgate::plugin" && l["level"] == "ERROR")
+        .expect("the fault is logged");
+    assert_eq!(fault["plugin"], "clock");
+    assert_eq!(fault["kind"], "timeout");
+    assert!(
+        fault["message"]
+            .as_str()
+            .unwrap()
+            .contains("the call ran past its 200ms deadline"),
+        "{fault}"
+    );
+    assert_eq!(up.hits(), 0);
+
+    // A short sleep fits the deadline, on a fresh instance.
+    let resp = c
+        .get(gw.url("/clock"))
+        .header("x-sleep-ms", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_flood_on_one_route_leaves_other_routes_their_plugin_instances() {
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[runtime]
+max_instances = 16
+
+[upstreams.up]
+targets = ["{up}"]
+
+[plugins.slow]
+module = "{testkit}"
+grants = ["clock"]
+timeout = "3s"
+max_instances = 4
+
+[plugins.fresh]
+module = "{testkit}"
+isolation = "per-request"
+on_error = "skip"
+
+[[routes]]
+name = "flooded"
+match = {{ path_prefix = "/flooded" }}
+upstream = "up"
+plugins = [{{ use = "slow" }}]
+
+[[routes]]
+name = "quiet"
+match = {{ path_prefix = "/quiet" }}
+upstream = "up"
+plugins = [{{ use = "fresh", config = {{ expose_context = ["seen"] }} }}]
+"#,
+        up = up.addr,
+        testkit = plugin("testkit"),
+    ))
+    .await;
+    let c = client();
+
+    // More slow calls than the engine has instance slots.
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let request = c
+                .get(gw.url("/flooded"))
+                .header("x-sleep-ms", "1500")
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    let sleeping = |gw: &Gateway| {
+        gw.logs()
+            .iter()
+            .filter(|l| l["message"] == "sleeping 1500 ms as asked")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping(&gw) < 4 {
+        assert!(Instant::now() < deadline, "the flood never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Every call on the quiet route needs a fresh instance; with on_error = "skip" a missing
+    // one would pass silently, so the plugin proves it ran by echoing the context. Keep
+    // asking while the first round of the flood sleeps, as the flood piles up behind it.
+    // The flood goes on meanwhile, so a slot the quiet route frees is contested.
+    let flooding = Instant::now();
+    let more_flood = {
+        let c = c.clone();
+        let url = gw.url("/flooded");
+        tokio::spawn(async move {
+            let mut more = Vec::new();
+            while flooding.elapsed() < Duration::from_millis(1200) {
+                let request = c.get(&url).header("x-sleep-ms", "1500").send();
+                more.push(tokio::spawn(request));
+                // Pacing, not waiting for anything: a steady stream of slow calls.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            more
+        })
+    };
+    let mut i = 0;
+    while flooding.elapsed() < Duration::from_millis(1200) {
+        i += 1;
+        let resp = c
+            .get(gw.url("/quiet"))
+            .header("x-context-set", "seen=yes")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "quiet request {i}");
+        assert_eq!(
+            resp.headers()
+                .get("x-context-seen")
+                .map(|v| v.to_str().unwrap()),
+            Some("yes"),
+            "quiet request {i} ran its plugin"
+        );
+    }
+
+    let mut statuses = Vec::new();
+    for request in flood.into_iter().chain(more_flood.await.unwrap()) {
+        statuses.push(request.await.unwrap().unwrap().status().as_u16());
+    }
+    // Four at a time, 1.5 s each, and a 3 s wait for a slot: the first rounds pass, the rest
+    // fail on the flooded route alone.
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&500), "{statuses:?}");
+    let busy = gw.find_log(|l| {
+        l["kind"] == "unavailable"
+            && l["route"] == "flooded"
+            && l["message"].as_str().is_some_and(|m| {
+                m.contains("all 4 instances this route may use are busy (max_instances); waited 3s")
+            })
+    });
+    assert!(busy.is_some(), "calls over the cap fail as unavailable");
+}

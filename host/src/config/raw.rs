@@ -126,7 +126,8 @@ pub struct RuntimeSection {
     pub cache_dir: Option<PathBuf>,
     /// Set to `false` to compile plugins at every start.
     pub cache: bool,
-    /// Plugin instances alive at once, across all plugins and routes.
+    /// Plugin instances alive at once, across all plugins and routes. Each plugin on each
+    /// route may use at most its own `[plugins.<name>] max_instances` of them.
     pub max_instances: u32,
 }
 
@@ -604,6 +605,21 @@ pub struct PluginSection {
     /// `fail` (500) or `skip` (fail open) when the plugin traps, times out or runs out of memory.
     #[serde(default)]
     pub on_error: FailurePolicy,
+    /// Confirms `on_error = "skip"` on an authentication plugin (a built-in auth plugin, or one
+    /// granted `jwt`): without it such a config is refused, because every fault would let
+    /// unauthenticated requests through.
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Hook calls in flight at once on each route using the plugin (each on its own
+    /// instance); a call over it waits up to `timeout` for one to finish, then fails on that
+    /// route alone. Default: a quarter of `[runtime] max_instances`.
+    pub max_instances: Option<Spanned<u32>>,
+    /// Entries one state scope of the plugin may hold (with the `state` grant).
+    #[serde(default = "default_state_max_entries")]
+    pub state_max_entries: usize,
+    /// Bytes of keys and values one state scope of the plugin may hold.
+    #[serde(default = "default_state_max_bytes", deserialize_with = "size")]
+    pub state_max_bytes: ByteSize,
     /// `pooled` (instances reused) or `per-request` (a fresh instance for every call).
     #[serde(default)]
     pub isolation: Isolation,
@@ -617,6 +633,13 @@ pub struct PluginSection {
     /// Largest outbound response body accepted.
     #[serde(default = "default_http_max_response", deserialize_with = "size")]
     pub http_max_response: ByteSize,
+}
+
+fn default_state_max_entries() -> usize {
+    10_000
+}
+fn default_state_max_bytes() -> ByteSize {
+    ByteSize::mib(16)
 }
 
 fn default_http_timeout() -> Duration {
@@ -707,6 +730,10 @@ pub struct PluginUse {
     /// The plugin's config for this route, passed to its `configure`.
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
+    /// The plugin's state (and cached outbound responses) are kept per route and config
+    /// unless entries name the same scope here: those of the same plugin then share one.
+    #[serde(default)]
+    pub state_scope: Option<Spanned<String>>,
     /// Config keys whose value is the text of a file, resolved against the config file's
     /// directory: `{ openapi = "specs/api.yaml" }`. The files are watched like modules.
     #[serde(default)]

@@ -34,12 +34,12 @@ pub struct InstanceLabel {
     pub route: Arc<str>,
 }
 
-/// Host services a plugin's instances share: its outbound HTTP client and cache, the state
-/// store.
+/// Host services a plugin's instances share: its outbound HTTP client, the runtime's state
+/// scopes.
 pub struct Services {
     /// Outbound HTTP, when granted.
     pub outbound: Option<Arc<super::outbound::Outbound>>,
-    /// Key/value state.
+    /// Where each pool finds its state scope.
     pub state: Arc<super::outbound::StateStore>,
     /// Rate-limit counters.
     pub rate_limiter: Arc<super::ratelimit::RateLimiter>,
@@ -52,6 +52,8 @@ pub struct PluginState {
     pub(super) limits: MemoryLimiter,
     pub(super) label: Arc<InstanceLabel>,
     pub(super) services: Arc<Services>,
+    /// The state and cached responses of this instance's pool.
+    pub(super) scope: Arc<super::outbound::StateScope>,
     /// The request being handled during a hook call ([`Exchange::idle`] between calls).
     pub(super) exchange: Exchange,
     /// Set while `configure` runs: the only time body access can be declared.
@@ -126,14 +128,20 @@ impl PluginState {
         label: Arc<InstanceLabel>,
         limits: StoreLimits,
         services: Arc<Services>,
+        scope: Arc<super::outbound::StateScope>,
     ) -> Self {
         Self {
             // No preopened directories, environment, arguments, stdin or network access: the
             // WASI imports a Rust or Python guest's standard library links against resolve, but
-            // reach nothing on the host. Output goes to the gateway's log.
+            // reach nothing on the host (see `super::wasi`). Sockets are refused outright, not
+            // only by the default address check: outbound traffic goes through `http`, which
+            // has an allow-list. Output goes to the gateway's log.
             wasi: WasiCtx::builder()
                 .stdout(PluginOutput::new(label.clone(), Stdio::Stdout))
                 .stderr(PluginOutput::new(label.clone(), Stdio::Stderr))
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
                 .build(),
             table: ResourceTable::new(),
             limits: MemoryLimiter {
@@ -142,6 +150,7 @@ impl PluginState {
             },
             label,
             services,
+            scope,
             exchange: Exchange::idle(),
             configuring: false,
             body_limits: BodyLimits::default(),

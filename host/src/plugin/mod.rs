@@ -16,6 +16,7 @@ mod outbound;
 mod output;
 mod pool;
 mod ratelimit;
+mod wasi;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,9 +28,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use builtin::{BUILTIN_PLUGINS, builtin};
 pub use host::{BodyLimits, InstanceLabel};
-pub use outbound::HttpSettings;
+pub use outbound::{HttpSettings, StateBudget};
 pub use pool::{FaultKind, PluginFault, PluginPool};
 pub use ratelimit::{DEFAULT_RATE_LIMIT_KEYS, RateLimitBackend};
+pub use wasi::{WasiAccess, access as wasi_access};
 
 /// Types of the plugin contract as the host sees them.
 pub mod contract {
@@ -70,7 +72,8 @@ pub enum Capability {
     /// `wasmgate:plugin/log`: write to the gateway's log. Always granted; accepted in
     /// `grants` for clarity.
     Log,
-    /// `wasmgate:plugin/clock`: wall-clock and monotonic time.
+    /// `wasmgate:plugin/clock`, `wasi:clocks/wall-clock` and `wasi:clocks/monotonic-clock`:
+    /// wall-clock and monotonic time (and, through WASI, sleeping).
     Clock,
     /// `wasmgate:plugin/jwt`: JWT verification in native code.
     Jwt,
@@ -155,6 +158,10 @@ pub struct PluginSettings {
     pub isolation: Isolation,
     /// Outbound HTTP, when granted.
     pub http: Option<HttpSettings>,
+    /// Hook calls in flight at once on one route (each on its own instance).
+    pub max_instances: u32,
+    /// What one state scope of the plugin may hold.
+    pub state: StateBudget,
 }
 
 impl Default for PluginSettings {
@@ -166,6 +173,8 @@ impl Default for PluginSettings {
             on_error: FailurePolicy::Fail,
             isolation: Isolation::Pooled,
             http: None,
+            max_instances: 250,
+            state: StateBudget::default(),
         }
     }
 }
@@ -356,7 +365,8 @@ impl PluginRuntime {
             asserted_headers, body_access, clock, http_client, jwt, log, rate_limit, state, types,
         };
         let mut linker = Linker::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // WASI only as far as the grants go: time needs `clock`; the rest is inert.
+        wasi::add_to_linker(&mut linker, &settings.grants)?;
         types::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
         // Logging is always available: it only writes to the gateway's own log.
         log::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)?;
@@ -493,8 +503,24 @@ impl LoadedPlugin {
         &self.settings
     }
 
+    /// The extra time a call may take because it waits on outbound HTTP: one request's
+    /// `http_timeout` when the plugin is granted `http`, else nothing.
+    fn http_allowance(&self) -> Duration {
+        self.settings
+            .http
+            .as_ref()
+            .map_or(Duration::ZERO, |http| http.timeout)
+    }
+
+    /// The wall-clock deadline of one hook call, host calls included.
+    fn call_deadline(&self) -> Duration {
+        self.settings.timeout + self.http_allowance()
+    }
+
+    /// The same deadline in epoch ticks. Ticks pass while the guest waits in a host call too,
+    /// so this is the same budget, enforced when the guest runs.
     fn deadline_ticks(&self) -> u64 {
-        let ticks = self.settings.timeout.as_micros() / EPOCH_TICK.as_micros();
+        let ticks = self.call_deadline().as_micros() / EPOCH_TICK.as_micros();
         // The current tick may end at any moment: one extra tick keeps the deadline from
         // firing early.
         u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)

@@ -1,8 +1,13 @@
 //! The `http-client` and `state` capabilities: outbound HTTP to allow-listed hosts, and
-//! key/value state with expiry, both shared by every instance of a plugin.
+//! key/value state with expiry.
+//!
+//! State and cached responses live in a [`StateScope`]: by default one per (plugin, route,
+//! config), so one plugin on two routes keeps two sets (a JWKS document fetched for one
+//! route's issuer is never another route's), and one route filling its budget leaves the
+//! others theirs. Routes whose entries name the same `state_scope` share one, on purpose.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,14 +22,12 @@ use super::bindings::wasmgate::plugin::http_client::{self as wit, Error, Request
 use super::bindings::wasmgate::plugin::state;
 use super::host::PluginState;
 
-/// Cached responses kept per plugin at most.
+/// Cached responses kept per state scope at most.
 const CACHE_ENTRIES: usize = 1024;
-/// State entries kept per plugin at most, and the longest a value lives.
-const STATE_ENTRIES: usize = 100_000;
+/// The longest a state value lives.
 const STATE_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Largest state value, and the most bytes all values together may take.
+/// Largest state value.
 const STATE_MAX_VALUE: usize = 1 << 20;
-const STATE_MAX_BYTES: usize = 256 << 20;
 
 /// What a plugin's config allows it to reach, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +40,11 @@ pub struct HttpSettings {
     pub max_response: usize,
 }
 
-/// One plugin's outbound HTTP: its allow-list, client and response cache.
+/// One plugin's outbound HTTP: its allow-list and client. Cached responses live in the
+/// caller's [`StateScope`].
 pub struct Outbound {
     settings: HttpSettings,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Response)>>,
 }
 
 impl Outbound {
@@ -54,7 +57,6 @@ impl Outbound {
         Self {
             settings,
             client: Client::builder(TokioExecutor::new()).build(https),
-            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,7 +78,7 @@ impl Outbound {
             })
     }
 
-    async fn send(&self, req: Request) -> Result<Response, Error> {
+    async fn send(&self, req: Request, scope: &StateScope) -> Result<Response, Error> {
         let uri: http::Uri = req
             .url
             .parse()
@@ -94,7 +96,7 @@ impl Outbound {
         }
         let key = (req.cache_ttl_ms > 0).then(|| cache_key(&req));
         if let Some(key) = &key
-            && let Some(hit) = self.cached(key)
+            && let Some(hit) = scope.cached(key)
         {
             return Ok(hit);
         }
@@ -140,7 +142,7 @@ impl Outbound {
         if let Some(key) = key
             && (200..300).contains(&response.status)
         {
-            self.store(
+            scope.store_response(
                 key,
                 Duration::from_millis(u64::from(req.cache_ttl_ms)),
                 &response,
@@ -148,27 +150,11 @@ impl Outbound {
         }
         Ok(response)
     }
-
-    fn cached(&self, key: &[u8; 32]) -> Option<Response> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(expires, _)| *expires > Instant::now())
-            .map(|(_, r)| r.clone())
-    }
-
-    fn store(&self, key: [u8; 32], ttl: Duration, response: &Response) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.retain(|_, (expires, _)| *expires > now);
-        }
-        if cache.len() < CACHE_ENTRIES {
-            cache.insert(key, (now + ttl, response.clone()));
-        }
-    }
 }
 
+/// What identifies a cached response: everything that can change the answer — method, the
+/// full URL, every header (names case-insensitively, in order) and the body, each
+/// length-prefixed so no two requests run together into one key.
 fn cache_key(req: &Request) -> [u8; 32] {
     let mut digest = Sha256::new();
     for part in [req.method.as_bytes(), req.url.as_bytes()] {
@@ -190,26 +176,90 @@ impl wit::Host for PluginState {
         let Some(outbound) = self.services.outbound.clone() else {
             return Ok(Err(Error::NotAllowed("no http_allow configured".into())));
         };
-        Ok(outbound.send(req).await)
+        let scope = self.scope.clone();
+        Ok(outbound.send(req, &scope).await)
     }
 }
 
-/// Key/value state with expiry for every plugin of a runtime, one namespace per plugin name.
-#[derive(Default)]
-pub struct StateStore {
-    entries: Mutex<Entries>,
+/// What one state scope may hold: `[plugins.<name>] state_max_entries` and `state_max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateBudget {
+    /// Entries at most.
+    pub entries: usize,
+    /// Bytes of keys and values together at most.
+    pub bytes: usize,
 }
 
+impl Default for StateBudget {
+    fn default() -> Self {
+        Self {
+            entries: 10_000,
+            bytes: 16 << 20,
+        }
+    }
+}
+
+/// Every state scope of a runtime, by name, for as long as a pool uses it. A reload finds the
+/// scopes of the pools it replaces, so state outlives the swap; a scope no pool uses any more
+/// is freed.
 #[derive(Default)]
+pub struct StateStore {
+    scopes: Mutex<HashMap<ScopeId, Weak<StateScope>>>,
+}
+
+/// A scope's identity: the plugin's name, and the scope's name within the plugin.
+type ScopeId = (Arc<str>, String);
+
+impl StateStore {
+    /// The scope for `plugin` configured with `config` on `route`, or the one named `shared`
+    /// (shared by every route of the plugin that names it), with `budget` from now on.
+    pub fn scope(
+        &self,
+        plugin: &Arc<str>,
+        route: &str,
+        config: &str,
+        shared: Option<&str>,
+        budget: StateBudget,
+    ) -> Arc<StateScope> {
+        let name = match shared {
+            Some(shared) => format!("shared {shared}"),
+            None => {
+                let config: String = Sha256::digest(config.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                format!("route {route} config {config}")
+            }
+        };
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        scopes.retain(|_, scope| scope.strong_count() > 0);
+        let id = (plugin.clone(), name);
+        if let Some(scope) = scopes.get(&id).and_then(Weak::upgrade) {
+            scope.lock().budget = budget;
+            return scope;
+        }
+        let scope = Arc::new(StateScope::new(budget));
+        scopes.insert(id, Arc::downgrade(&scope));
+        scope
+    }
+}
+
+/// Key/value state with expiry and cached outbound responses, for the pools of one scope.
+pub struct StateScope {
+    entries: Mutex<Entries>,
+    responses: Mutex<HashMap<[u8; 32], (Instant, Response)>>,
+}
+
 struct Entries {
-    map: HashMap<(String, String), (Instant, Vec<u8>)>,
+    budget: StateBudget,
+    map: HashMap<String, (Instant, Vec<u8>)>,
     bytes: usize,
 }
 
 impl Entries {
     fn purge_expired(&mut self, now: Instant) {
         let mut freed = 0;
-        self.map.retain(|(_, key), (expires, value)| {
+        self.map.retain(|key, (expires, value)| {
             let keep = *expires > now;
             if !keep {
                 freed += key.len() + value.len();
@@ -219,64 +269,173 @@ impl Entries {
         self.bytes -= freed;
     }
 
-    fn remove(&mut self, id: &(String, String)) {
-        if let Some((_, value)) = self.map.remove(id) {
-            self.bytes -= id.1.len() + value.len();
+    fn remove(&mut self, key: &str) {
+        if let Some((_, value)) = self.map.remove(key) {
+            self.bytes -= key.len() + value.len();
         }
+    }
+
+    fn fits(&self, size: usize) -> bool {
+        self.map.len() < self.budget.entries && self.bytes + size <= self.budget.bytes
     }
 }
 
-impl StateStore {
+impl StateScope {
+    fn new(budget: StateBudget) -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                budget,
+                map: HashMap::new(),
+                bytes: 0,
+            }),
+            responses: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, namespace: &str, key: String) -> Option<Vec<u8>> {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
         let entries = self.lock();
-        let (expires, value) = entries.map.get(&(namespace.to_owned(), key))?;
+        let (expires, value) = entries.map.get(key)?;
         (*expires > Instant::now()).then(|| value.clone())
     }
 
-    /// Stores a value; when the store is full even after dropping expired entries, the value
+    /// Stores a value; when the scope is full even after dropping expired entries, the value
     /// is not stored (callers treat state as a cache).
-    fn set(&self, namespace: &str, key: String, value: Vec<u8>, ttl: Duration) {
+    fn set(&self, key: String, value: Vec<u8>, ttl: Duration) {
         if value.len() > STATE_MAX_VALUE {
             return;
         }
         let mut entries = self.lock();
-        let id = (namespace.to_owned(), key);
-        entries.remove(&id);
+        entries.remove(&key);
         let now = Instant::now();
-        let size = id.1.len() + value.len();
-        if entries.map.len() >= STATE_ENTRIES || entries.bytes + size > STATE_MAX_BYTES {
+        let size = key.len() + value.len();
+        if !entries.fits(size) {
             entries.purge_expired(now);
         }
-        if entries.map.len() < STATE_ENTRIES && entries.bytes + size <= STATE_MAX_BYTES {
+        if entries.fits(size) {
             entries.bytes += size;
             entries
                 .map
-                .insert(id, (now + ttl.min(STATE_MAX_TTL), value));
+                .insert(key, (now + ttl.min(STATE_MAX_TTL), value));
         }
     }
 
-    fn delete(&self, namespace: &str, key: String) {
-        self.lock().remove(&(namespace.to_owned(), key));
+    fn delete(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Response> {
+        let cache = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, r)| r.clone())
+    }
+
+    fn store_response(&self, key: [u8; 32], ttl: Duration, response: &Response) {
+        let mut cache = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, (expires, _)| *expires > now);
+        }
+        if cache.len() < CACHE_ENTRIES {
+            cache.insert(key, (now + ttl, response.clone()));
+        }
     }
 }
 
 impl state::Host for PluginState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.services.state.get(&self.label.plugin, key))
+        Ok(self.scope.get(&key))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u32) -> wasmtime::Result<()> {
         let ttl = Duration::from_millis(u64::from(ttl_ms));
-        self.services.state.set(&self.label.plugin, key, value, ttl);
+        self.scope.set(key, value, ttl);
         Ok(())
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.services.state.delete(&self.label.plugin, key);
+        self.scope.delete(&key);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn budget(entries: usize, bytes: usize) -> StateBudget {
+        StateBudget { entries, bytes }
+    }
+
+    #[test]
+    fn routes_get_their_own_scope_unless_they_name_a_shared_one() {
+        let store = StateStore::default();
+        let plugin: Arc<str> = "jwt".into();
+        let a = store.scope(&plugin, "a", "{}", None, StateBudget::default());
+        let b = store.scope(&plugin, "b", "{}", None, StateBudget::default());
+        a.set("jwks:document".into(), b"issuer A".to_vec(), HOUR);
+        assert_eq!(
+            b.get("jwks:document"),
+            None,
+            "route b never sees route a's state"
+        );
+        let other_config = store.scope(&plugin, "a", r#"{"x":1}"#, None, StateBudget::default());
+        assert_eq!(other_config.get("jwks:document"), None);
+        let again = store.scope(&plugin, "a", "{}", None, StateBudget::default());
+        assert_eq!(again.get("jwks:document"), Some(b"issuer A".to_vec()));
+
+        let s1 = store.scope(&plugin, "a", "{}", Some("tenant"), StateBudget::default());
+        let s2 = store.scope(&plugin, "b", "{}", Some("tenant"), StateBudget::default());
+        s1.set("k".into(), b"v".to_vec(), HOUR);
+        assert_eq!(s2.get("k"), Some(b"v".to_vec()));
+        let other_plugin: Arc<str> = "other".into();
+        let s3 = store.scope(
+            &other_plugin,
+            "b",
+            "{}",
+            Some("tenant"),
+            StateBudget::default(),
+        );
+        assert_eq!(s3.get("k"), None, "a shared scope is the plugin's own");
+    }
+
+    #[test]
+    fn a_full_scope_leaves_the_others_their_budget() {
+        let store = StateStore::default();
+        let plugin: Arc<str> = "cache".into();
+        let greedy = store.scope(&plugin, "a", "{}", None, budget(3, 1 << 10));
+        let quiet = store.scope(&plugin, "b", "{}", None, budget(3, 1 << 10));
+        for i in 0..10 {
+            greedy.set(format!("k{i}"), vec![0; 10], HOUR);
+        }
+        assert_eq!(greedy.get("k3"), None, "past its entry budget");
+        assert!(greedy.get("k2").is_some());
+        quiet.set("k".into(), vec![1; 10], HOUR);
+        assert_eq!(quiet.get("k"), Some(vec![1; 10]));
+        // Bytes count too, and an overwrite frees the old value first.
+        let small = store.scope(&plugin, "c", "{}", None, budget(100, 20));
+        small.set("k".into(), vec![0; 19], HOUR);
+        small.set("k".into(), vec![1; 19], HOUR);
+        assert_eq!(small.get("k"), Some(vec![1; 19]));
+        small.set("j".into(), vec![0; 1], HOUR);
+        assert_eq!(small.get("j"), None);
+    }
+
+    #[test]
+    fn a_scope_no_pool_uses_is_freed() {
+        let store = StateStore::default();
+        let plugin: Arc<str> = "p".into();
+        let scope = store.scope(&plugin, "a", "{}", None, StateBudget::default());
+        scope.set("k".into(), b"v".to_vec(), HOUR);
+        drop(scope);
+        let fresh = store.scope(&plugin, "a", "{}", None, StateBudget::default());
+        assert_eq!(fresh.get("k"), None);
     }
 }

@@ -2,13 +2,24 @@
 //!
 //! An instance serves one hook call at a time and goes back to the pool afterwards, so a
 //! request pays only for the call itself (a few microseconds), not for instantiation and
-//! configuration. Hook calls are synchronous and never held across an `.await`, so a pool
-//! needs at most as many instances as there are worker threads. An instance that trapped,
-//! ran past its deadline or hit its memory limit is never reused: it is dropped and a fresh
-//! one is configured in the background.
+//! configuration. An instance that trapped, ran past its deadline or hit its memory limit is
+//! never reused: it is dropped and a fresh one is configured in the background.
+//!
+//! Deadlines are wall-clock time. The epoch deadline stops a guest that computes too long, but
+//! it only fires while guest code runs: a guest waiting in an async host call (outbound HTTP, a
+//! WASI sleep) would never see it. So every call is also bounded by `tokio::time::timeout`;
+//! dropping the call future cancels the call, and the instance is discarded like any other
+//! that hit its deadline.
+//!
+//! A hook can wait in a host call, so a pool can have many calls in flight at once. Each pool
+//! caps them (`max_instances` of the plugin, per route), so a flood on one route cannot take
+//! every instance slot of the engine from the others: a call over the cap waits up to the
+//! plugin's `timeout` for a slot, then fails as `unavailable` on that route alone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use wasmtime::component::Resource;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
@@ -18,6 +29,7 @@ use super::bindings::wasmgate::plugin::types::{Action, ConfigError, Hooks};
 use super::host::{
     BodyLimits, ContextHandle, InstanceLabel, PluginState, RequestHandle, ResponseHandle,
 };
+use super::outbound::StateScope;
 use super::{Isolation, LoadedPlugin};
 use crate::exchange::Exchange;
 
@@ -34,7 +46,8 @@ pub enum FaultKind {
     Timeout,
     /// The instance tried to grow its memory past the plugin's limit.
     MemoryLimit,
-    /// No instance could be created (instance limit reached, or configure failed).
+    /// No instance could be had: every instance the route may use was busy, the engine's
+    /// instance limit was reached, or configure failed.
     Unavailable,
 }
 
@@ -69,40 +82,65 @@ struct Instance {
     bindings: Plugin,
 }
 
+/// Why a call was cut off at its wall-clock deadline (classified as [`FaultKind::Timeout`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the call ran past its {} deadline", humantime::format_duration(*.0))]
+struct WallDeadline(Duration);
+
 /// One plugin configured for one route.
 pub struct PluginPool {
     plugin: Arc<LoadedPlugin>,
     label: Arc<InstanceLabel>,
     config: String,
+    /// The `state_scope` the route's entry named, if any.
+    shared_scope: Option<String>,
+    scope: Arc<StateScope>,
     hooks: Hooks,
     bodies: BodyLimits,
     asserted: Vec<http::HeaderName>,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
+    /// One permit per call in flight (and per instance being configured in the background).
+    slots: Arc<Semaphore>,
 }
 
 impl PluginPool {
-    /// Instantiates the plugin and configures it with `config` (JSON). A refused config comes
-    /// back as the plugin's [`ConfigError`]; any other failure as the `Err` of the outer result.
+    /// Instantiates the plugin and configures it with `config` (JSON). Its state lives in the
+    /// scope `shared_scope` names, or else in one of its own. A refused config comes back as
+    /// the plugin's [`ConfigError`]; any other failure as the `Err` of the outer result.
     pub async fn new(
         plugin: Arc<LoadedPlugin>,
         route: &str,
         config: String,
+        shared_scope: Option<String>,
     ) -> Result<Result<Arc<Self>, ConfigError>, PluginFault> {
         let label = Arc::new(InstanceLabel {
             plugin: plugin.name.clone(),
             route: route.into(),
         });
-        let max_idle = std::thread::available_parallelism().map_or(4, |n| n.get()) * 2;
+        let scope = plugin.services.state.scope(
+            &plugin.name,
+            route,
+            &config,
+            shared_scope.as_deref(),
+            plugin.settings.state,
+        );
+        let slots = usize::try_from(plugin.settings.max_instances)
+            .unwrap_or(usize::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let mut pool = Self {
             plugin,
             label,
             config,
+            shared_scope,
+            scope,
             hooks: Hooks::empty(),
             bodies: BodyLimits::default(),
             asserted: Vec::new(),
             idle: Mutex::new(Vec::new()),
-            max_idle,
+            max_idle: (cores * 2).min(slots),
+            slots: Arc::new(Semaphore::new(slots)),
         };
         let (instance, configured) = pool.instantiate().await?;
         match configured {
@@ -151,11 +189,19 @@ impl PluginPool {
         &self.plugin
     }
 
-    /// Whether this pool runs exactly `plugin`'s module and settings with `config` on `route`,
-    /// so a reload can keep it (and its warm instances) instead of building a new one.
-    pub fn serves(&self, plugin: &LoadedPlugin, route: &str, config: &str) -> bool {
+    /// Whether this pool runs exactly `plugin`'s module and settings with `config` and state
+    /// scope on `route`, so a reload can keep it (and its warm instances) instead of building
+    /// a new one.
+    pub fn serves(
+        &self,
+        plugin: &LoadedPlugin,
+        route: &str,
+        config: &str,
+        shared_scope: Option<&str>,
+    ) -> bool {
         *self.label.route == *route
             && self.config == config
+            && self.shared_scope.as_deref() == shared_scope
             && self.plugin.name == plugin.name
             && self.plugin.module_hash == plugin.module_hash
             && self.plugin.settings == plugin.settings
@@ -166,17 +212,18 @@ impl PluginPool {
         self: &Arc<Self>,
         exchange: Exchange,
     ) -> (Exchange, Result<Action, PluginFault>) {
-        let mut instance = match self.prepare().await {
-            Ok(instance) => instance,
+        let (mut instance, _slot) = match self.prepare().await {
+            Ok(prepared) => prepared,
             Err(fault) => return (exchange, Err(fault)),
         };
         instance.store.data_mut().exchange = exchange;
         let (req, ctx) = (Resource::new_borrow(0), Resource::new_borrow(0));
-        let result = instance
-            .bindings
-            .wasmgate_plugin_handler()
-            .call_on_request(&mut instance.store, req, ctx)
-            .await;
+        let call = instance.bindings.wasmgate_plugin_handler().call_on_request(
+            &mut instance.store,
+            req,
+            ctx,
+        );
+        let result = within(self.plugin.call_deadline(), call).await;
         self.finish(instance, result)
     }
 
@@ -185,8 +232,8 @@ impl PluginPool {
         self: &Arc<Self>,
         exchange: Exchange,
     ) -> (Exchange, Result<(), PluginFault>) {
-        let mut instance = match self.prepare().await {
-            Ok(instance) => instance,
+        let (mut instance, _slot) = match self.prepare().await {
+            Ok(prepared) => prepared,
             Err(fault) => return (exchange, Err(fault)),
         };
         instance.store.data_mut().exchange = exchange;
@@ -199,21 +246,45 @@ impl PluginPool {
             Resource::new_borrow(0),
             Resource::new_borrow(0),
         );
-        let result = instance
+        let call = instance
             .bindings
             .wasmgate_plugin_handler()
-            .call_on_response(&mut instance.store, req, resp, ctx)
-            .await;
+            .call_on_response(&mut instance.store, req, resp, ctx);
+        let result = within(self.plugin.call_deadline(), call).await;
         self.finish(instance, result)
     }
 
-    /// An instance ready for a hook call, its deadline armed.
-    async fn prepare(&self) -> Result<Instance, PluginFault> {
+    /// An instance ready for a hook call, its epoch deadline armed, and the slot it holds
+    /// until the call is over.
+    async fn prepare(&self) -> Result<(Instance, OwnedSemaphorePermit), PluginFault> {
+        let slot = self.slot().await?;
         let mut instance = self.checkout().await?;
         instance
             .store
             .set_epoch_deadline(self.plugin.deadline_ticks());
-        Ok(instance)
+        Ok((instance, slot))
+    }
+
+    /// Waits up to the plugin's `timeout` for one of the pool's call slots.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, PluginFault> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let wait = self.plugin.settings.timeout;
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            // The semaphore is never closed; treat it like a full pool all the same.
+            Ok(Err(_)) | Err(_) => Err(PluginFault {
+                kind: FaultKind::Unavailable,
+                plugin: self.label.plugin.clone(),
+                route: self.label.route.clone(),
+                detail: format!(
+                    "all {} instances this route may use are busy (max_instances); waited {}",
+                    self.plugin.settings.max_instances,
+                    humantime::format_duration(wait)
+                ),
+            }),
+        }
     }
 
     /// Takes the exchange back from a finished call; returns the instance to the pool, or
@@ -295,11 +366,16 @@ impl PluginPool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // A replacement counts against the pool's cap while it is being configured.
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
         let pool = Arc::clone(self);
         runtime.spawn(async move {
             if let Ok((instance, Ok(_))) = pool.instantiate().await {
                 pool.checkin(instance);
             }
+            drop(slot);
         });
     }
 
@@ -312,7 +388,12 @@ impl PluginPool {
         let engine = self.plugin.pre.engine();
         let mut store = Store::new(
             engine,
-            PluginState::new(self.label.clone(), limits, self.plugin.services.clone()),
+            PluginState::new(
+                self.label.clone(),
+                limits,
+                self.plugin.services.clone(),
+                self.scope.clone(),
+            ),
         );
         store.limiter(|state| state.limiter());
         let ticks = u64::try_from(CONFIGURE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
@@ -324,9 +405,13 @@ impl PluginPool {
             .await
             .map_err(|e| self.fault(FaultKind::Unavailable, &e))?;
         store.data_mut().configuring = true;
-        let configured = bindings
+        // `configure` may fetch over HTTP (a JWKS document, say): bound it in wall-clock time
+        // too, with the time one outbound request may take.
+        let budget = CONFIGURE_TIMEOUT + self.plugin.http_allowance();
+        let call = bindings
             .wasmgate_plugin_handler()
-            .call_configure(&mut store, &self.config)
+            .call_configure(&mut store, &self.config);
+        let configured = within(budget, call)
             .await
             .map_err(|e| self.fault(classify(&e), &e))?;
         store.data_mut().configuring = false;
@@ -343,8 +428,23 @@ impl PluginPool {
     }
 }
 
+/// Runs a call for at most `deadline` of wall-clock time. On expiry the call is dropped
+/// (which cancels it, wherever the guest was) and the caller must discard the instance.
+async fn within<R>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(WallDeadline(deadline))),
+    }
+}
+
 fn classify(error: &wasmtime::Error) -> FaultKind {
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return FaultKind::Timeout;
+    }
+    if error.downcast_ref::<WallDeadline>().is_some() {
         return FaultKind::Timeout;
     }
     if format!("{error:#}").contains("forcing trap when growing memory") {

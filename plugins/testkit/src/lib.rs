@@ -7,6 +7,10 @@
 //! - `x-fault: set-body` replaces the request body without having declared body access (the
 //!   host must refuse); `x-peek-body` reports in the request header `x-saw-body` what
 //!   `body()` returned (`none`, or the length): it never declares bodies, so always `none`;
+//! - `x-wasi-clock` reads the WASI wall clock (through Rust's `SystemTime`) and reports the
+//!   milliseconds since the Unix epoch in the request header `x-wasi-now-ms`; `x-sleep-ms: n`
+//!   sleeps `n` milliseconds through WASI (a monotonic-clock subscription the host waits on).
+//!   Both need the `clock` grant, and trap without it;
 //! - `x-context-set: key=value` stores `value` under `key` in the context (request phase);
 //! - the response phase copies each context key listed in `expose_context` into a response
 //!   header `x-context-<key>`.
@@ -69,6 +73,19 @@ impl Plugin for Testkit {
         misbehave(req.header("x-fault"));
         if req.header("x-fault").as_deref() == Some("set-body") {
             req.set_body(b"smuggled");
+        }
+        if req.header("x-wasi-clock").is_some() {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let _ = req.set_header("x-wasi-now-ms", &since_epoch.to_string());
+        }
+        if let Some(ms) = req
+            .header("x-sleep-ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            log::warn(&format!("sleeping {ms} ms as asked"));
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         if req.header("x-peek-body").is_some() {
             let seen = req
