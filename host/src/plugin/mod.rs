@@ -79,7 +79,8 @@ pub enum Capability {
     Jwt,
     /// `wasmgate:plugin/http-client`: outbound HTTP to the hosts in `http_allow`.
     Http,
-    /// `wasmgate:plugin/state`: key/value state with expiry, shared by the plugin's instances.
+    /// `wasmgate:plugin/state`: key/value state with expiry, shared by the instances of one
+    /// state scope (a route's, unless route entries name a shared `state_scope`).
     State,
     /// `wasmgate:plugin/rate-limit`: atomic rate-limit counters.
     RateLimit,

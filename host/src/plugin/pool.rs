@@ -396,7 +396,10 @@ impl PluginPool {
             ),
         );
         store.limiter(|state| state.limiter());
-        let ticks = u64::try_from(CONFIGURE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        // `configure` may fetch over HTTP (a JWKS document, say): it gets the time one
+        // outbound request may take on top, in epoch ticks and in wall-clock time alike.
+        let budget = CONFIGURE_TIMEOUT + self.plugin.http_allowance();
+        let ticks = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         store.set_epoch_deadline(ticks);
         let bindings = self
             .plugin
@@ -405,9 +408,6 @@ impl PluginPool {
             .await
             .map_err(|e| self.fault(FaultKind::Unavailable, &e))?;
         store.data_mut().configuring = true;
-        // `configure` may fetch over HTTP (a JWKS document, say): bound it in wall-clock time
-        // too, with the time one outbound request may take.
-        let budget = CONFIGURE_TIMEOUT + self.plugin.http_allowance();
         let call = bindings
             .wasmgate_plugin_handler()
             .call_configure(&mut store, &self.config);
