@@ -202,7 +202,9 @@ mod tests {
         let err = ConfigFile::parse(Path::new("gw.toml"), src).err().unwrap();
         let text = err.to_string();
         assert!(
-            text.starts_with("gw.toml:3:1: unknown field `port`, expected `addr` or `tls`"),
+            text.starts_with(
+                "gw.toml:3:1: unknown field `port`, expected one of `addr`, `tls`, `internal`"
+            ),
             "{text}"
         );
     }
