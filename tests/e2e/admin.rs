@@ -122,3 +122,187 @@ async fn readyz_turns_503_while_the_gateway_drains() {
         "the in-flight request still finishes"
     );
 }
+
+/// Sends `request` on a new connection to `addr` and reads until the server closes it.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the admin API answers and closes")
+        .ok();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+#[tokio::test]
+async fn a_web_page_can_neither_read_nor_change_the_admin_api() {
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&admin_config(
+        up.addr,
+        r#"allowed_hosts = ["admin.internal"]"#,
+    ))
+    .await;
+    let admin = gw.addr_of("admin");
+    let port = admin.port();
+    let request = |method: &str, path: &str, host: &str, origin: Option<&str>| {
+        let origin = origin.map_or(String::new(), |o| format!("origin: {o}\r\n"));
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{origin}content-length: 0\r\nconnection: close\r\n\r\n"
+        )
+    };
+
+    // DNS rebinding: a page on evil.example whose name now points at 127.0.0.1.
+    let rebound = raw(
+        admin,
+        &request("GET", "/status", &format!("evil.example:{port}"), None),
+    )
+    .await;
+    assert_eq!(status_of(&rebound), 421, "{rebound}");
+    assert!(
+        rebound.ends_with(&format!(
+            "misdirected request: this admin API does not answer to the host \"evil.example:{port}\"; list the name in [admin] allowed_hosts to use it\n"
+        )),
+        "{rebound}"
+    );
+    let reload = raw(
+        admin,
+        &request("POST", "/reload", &format!("evil.example:{port}"), None),
+    )
+    .await;
+    assert_eq!(status_of(&reload), 421, "{reload}");
+    // Its own names answer; the probes answer whatever the Host.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("ADMIN.internal:{port}"),
+    ] {
+        let ok = raw(admin, &request("GET", "/status", &host, None)).await;
+        assert_eq!(status_of(&ok), 200, "{host}: {ok}");
+    }
+    let probe = raw(admin, &request("GET", "/healthz", "evil.example", None)).await;
+    assert_eq!(status_of(&probe), 200, "{probe}");
+
+    // A cross-origin form POST from another page, sent to the right host.
+    let host = format!("127.0.0.1:{port}");
+    let forged = raw(
+        admin,
+        &request("POST", "/reload", &host, Some("https://evil.example")),
+    )
+    .await;
+    assert_eq!(status_of(&forged), 403, "{forged}");
+    assert!(
+        forged.ends_with(
+            "forbidden: a request from the web origin \"https://evil.example\" cannot change the gateway\n"
+        ),
+        "{forged}"
+    );
+    let opaque = raw(admin, &request("POST", "/reload", &host, Some("null"))).await;
+    assert_eq!(
+        status_of(&opaque),
+        403,
+        "a sandboxed page's `Origin: null`: {opaque}"
+    );
+    let own = raw(
+        admin,
+        &request("POST", "/reload", &host, Some(&format!("http://{host}"))),
+    )
+    .await;
+    assert_eq!(status_of(&own), 200, "{own}");
+    let tool = raw(admin, &request("POST", "/reload", &host, None)).await;
+    assert_eq!(status_of(&tool), 200, "curl sends no Origin: {tool}");
+
+    // `/status` names files relative to the config's directory.
+    let status = gw.admin_text("/status").await;
+    let dir = gw
+        .config_path()
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !status.contains(&dir),
+        "absolute paths in /status: {status}"
+    );
+}
+
+#[tokio::test]
+async fn slow_and_surplus_admin_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&admin_config(
+        up.addr,
+        "header_timeout = \"500ms\"\nmax_connections = 2",
+    ))
+    .await;
+    let admin = gw.addr_of("admin");
+
+    // A client that trickles its head is closed after the header timeout.
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(admin).await.unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("a slow head is cut off, not kept open")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Two connections holding their slots (each sends a request and keeps the connection)...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {admin}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // ...and a third is closed on accept without an answer.
+    let mut third = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let _ = third
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {admin}\r\n\r\n").as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("the surplus connection is closed");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+
+    // A freed slot serves again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = raw(
+            admin,
+            &format!("GET /healthz HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        if response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot came free: {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -250,6 +250,43 @@ async fn each_kind_of_bad_token_gets_401_with_the_reason() {
     );
     assert_invalid(get(&gw, "/hs", Some(&none)).await, "the token is malformed").await;
 
+    // The route names issuers and audiences: a token that leaves either claim out is refused,
+    // not waved through.
+    let mut no_iss = claims();
+    no_iss.as_object_mut().unwrap().remove("iss");
+    assert_invalid(
+        get(&gw, "/hs", Some(&hs(&no_iss))).await,
+        "the token lacks the \\\"iss\\\" claim",
+    )
+    .await;
+    let mut no_aud = claims();
+    no_aud.as_object_mut().unwrap().remove("aud");
+    assert_invalid(
+        get(&gw, "/hs", Some(&hs(&no_aud))).await,
+        "the token lacks the \\\"aud\\\" claim",
+    )
+    .await;
+
+    // Correctly signed, but its header marks an extension critical (RFC 7515 §4.1.11): the
+    // gateway understands none, so it must refuse the token.
+    let signing_input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT","crit":["b64"],"b64":false}"#),
+        b64(claims().to_string().as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    let critical = format!("{signing_input}.{signature}");
+    assert_invalid(
+        get(&gw, "/hs", Some(&critical)).await,
+        "the token is malformed",
+    )
+    .await;
+
     // Malformed tokens of every shape.
     for token in ["", "abc", "a.b.c", "!!!.???.***", &"A".repeat(20_000)] {
         assert_invalid(get(&gw, "/hs", Some(token)).await, "the token is malformed").await;

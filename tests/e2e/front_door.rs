@@ -162,6 +162,49 @@ async fn encoded_and_dot_segment_paths_reach_the_route_they_name_or_are_refused(
     assert_eq!(echoed(&response)["uri"], "/orders");
     let (_, response) = get(gw.addr(), "/api", &[]).await;
     assert_eq!(echoed(&response)["uri"], "/");
+
+    // What the upstream receives on a route without plugins: one spelling of each path.
+    let forwarded_as = [
+        ("/public/./a/", "/public/a/"),
+        ("/public//a", "/public/a"),
+        ("/public/a/b/..", "/public/a/"),
+        ("/public/a/b/.", "/public/a/b/"),
+        ("/public/a/%2e%2E/b", "/public/b"),
+        ("/files/%7euser/a%2db", "/files/~user/a-b"),
+        ("/%41%42c", "/ABc"),
+        ("/q/%3f", "/q/%3F"),
+        ("/q/%3a%40", "/q/%3A%40"),
+        ("/%252e%252e/private", "/%252e%252e/private"),
+        ("/caf%c3%a9", "/caf%C3%A9"),
+        ("/private.", "/private."),
+        ("/private./x", "/private./x"),
+        ("/a/.../b", "/a/.../b"),
+        ("/a/..x/b", "/a/..x/b"),
+        ("/a/", "/a/"),
+        ("/public/..", "/"),
+        ("/search?path=/../private", "/search?path=/../private"),
+    ];
+    for (target, expected) in forwarded_as {
+        let (status, response) = get(gw.addr(), target, &[]).await;
+        assert_eq!(status, 200, "{target}:\n{response}");
+        assert_eq!(echoed(&response)["uri"], expected, "{target}");
+    }
+    let more_refused = [
+        "/x/%2F",
+        "/x/%5c",
+        "/x/%",
+        "/x/%1",
+        "/x/%0a",
+        "/x/%7F",
+        "/x/%c0%af",
+        "/x/%e0%80%ae",
+        "/x/%ff",
+        "/..%2f",
+    ];
+    for target in more_refused {
+        let (status, response) = get(gw.addr(), target, &[]).await;
+        assert_eq!(status, 400, "{target} must be refused:\n{response}");
+    }
 }
 
 #[tokio::test]
