@@ -8,6 +8,7 @@
 #   bash bench/run.sh                 # 3 rounds of 10 s per target
 #   ROUNDS=5 DURATION=20s bash bench/run.sh
 #   ONLY='POST 1 KB' bash bench/run.sh   # only the targets whose name matches (a bash regex)
+#   BASELINE=/path/to/old/wasmgate bash bench/run.sh   # also an older build, same config, same run
 #
 # Needs: nginx, wrk (apt-get install nginx wrk), a release build of wasmgate.
 set -euo pipefail
@@ -180,9 +181,17 @@ RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmg
 sed -e 's/127.0.0.1:19002/127.0.0.1:19005/' "$work/wasmgate.toml" > "$work/wasmgate-traced.toml"
 printf '[tracing]\notlp_endpoint = "http://127.0.0.1:19000/v1/traces"\n' >> "$work/wasmgate-traced.toml"
 RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache" taskset -c 1 target/release/wasmgate run "$work/wasmgate-traced.toml" & pids+=($!)
-# The first start compiles the plugins (a few seconds); later ones load them from the cache.
-for port in 19000 19001 19002 19003 19004 19005; do
-  for _ in $(seq 60); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.5; done
+# An older build, for before/after figures measured in the same run.
+ports=(19000 19001 19002 19003 19004 19005)
+if [ -n "${BASELINE:-}" ]; then
+  sed -e 's/127.0.0.1:19002/127.0.0.1:19006/' "$work/wasmgate.toml" > "$work/wasmgate-baseline.toml"
+  RUST_LOG=warn WASMGATE_CACHE_DIR="$work/cache-baseline" taskset -c 1 "$BASELINE" run "$work/wasmgate-baseline.toml" & pids+=($!)
+  ports+=(19006)
+fi
+# The first start compiles the plugins (up to a minute on one core, several instances at once);
+# later ones load them from the cache.
+for port in "${ports[@]}"; do
+  for _ in $(seq 360); do curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.5; done
   curl -fsS -o /dev/null "http://127.0.0.1:$port/" || { echo "server on $port did not start" >&2; exit 1; }
 done
 
@@ -210,6 +219,13 @@ targets=(
   "wasmgate, no plugins, POST 64 KB JSON|http://127.0.0.1:19002/||64k"
   "wasmgate, waf (paranoia 1), POST 64 KB|http://127.0.0.1:19002/waf||64k"
 )
+if [ -n "${BASELINE:-}" ]; then
+  targets+=(
+    "baseline build, no plugins|http://127.0.0.1:19006/|"
+    "baseline build, cors + headers plugins|http://127.0.0.1:19006/cors|"
+    "baseline build, api-key|http://127.0.0.1:19006/key|X-Api-Key: $API_KEY"
+  )
+fi
 
 to_ms() { # wrk latency like 812.00us, 1.20ms, 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'

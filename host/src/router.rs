@@ -137,12 +137,16 @@ impl Matcher {
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
         (self.listeners.is_empty() || self.listeners.contains(&req.listener))
             && self.path.matches(req.path, self.case_insensitive)
-            && (self.methods.is_empty() || self.methods.contains(req.method))
+            && (self.methods.is_empty()
+                || self.methods.contains(req.method)
+                // Servers answer HEAD with their GET handler: a GET route keeps HEAD too.
+                || (*req.method == Method::HEAD && self.methods.contains(&Method::GET)))
             && self.host.matches(req.host)
-            && self
-                .headers
-                .iter()
-                .all(|(name, value)| req.headers.get_all(name).iter().any(|v| v == value))
+            && self.headers.iter().all(|(name, value)| {
+                // Exactly one field with that value: with two, the upstream may read the other.
+                let mut values = req.headers.get_all(name).iter();
+                values.next() == Some(value) && values.next().is_none()
+            })
     }
 }
 
@@ -260,5 +264,21 @@ mod tests {
         assert!(!m.matches(&info(None, &Method::GET, "/", &h)));
         h.insert("x-version", "2".parse().unwrap());
         assert!(m.matches(&info(None, &Method::GET, "/", &h)));
+        h.append("x-version", "3".parse().unwrap());
+        assert!(
+            !m.matches(&info(None, &Method::GET, "/", &h)),
+            "a second value the upstream may read instead"
+        );
+    }
+
+    #[test]
+    fn a_get_route_takes_head_too() {
+        let mut m = any();
+        m.methods = vec![Method::GET];
+        let h = HeaderMap::new();
+        assert!(m.matches(&info(None, &Method::HEAD, "/", &h)));
+        assert!(!m.matches(&info(None, &Method::POST, "/", &h)));
+        m.methods = vec![Method::POST];
+        assert!(!m.matches(&info(None, &Method::HEAD, "/", &h)));
     }
 }

@@ -173,7 +173,8 @@ async fn encoded_and_dot_segment_paths_reach_the_route_they_name_or_are_refused(
         ("/files/%7euser/a%2db", "/files/~user/a-b"),
         ("/%41%42c", "/ABc"),
         ("/q/%3f", "/q/%3F"),
-        ("/q/%3a%40", "/q/%3A%40"),
+        ("/q/%3a%40", "/q/:@"),
+        ("/v1/jobs%3Acancel", "/v1/jobs:cancel"),
         ("/%252e%252e/private", "/%252e%252e/private"),
         ("/caf%c3%a9", "/caf%C3%A9"),
         ("/private.", "/private."),
@@ -200,6 +201,8 @@ async fn encoded_and_dot_segment_paths_reach_the_route_they_name_or_are_refused(
         "/x/%e0%80%ae",
         "/x/%ff",
         "/..%2f",
+        "/public/..%3b/private/x",
+        "/private%3Bx",
     ];
     for target in more_refused {
         let (status, response) = get(gw.addr(), target, &[]).await;
@@ -525,4 +528,130 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     let (status, response) = raw(gw.addr(), good).await;
     assert_eq!(status, 200, "{response}");
     assert_eq!(echoed(&response)["body"], "hello");
+}
+
+#[tokio::test]
+async fn request_forms_that_servers_read_differently_are_refused_or_made_one() {
+    let up = Upstream::echo().await;
+    let hash = hex(&sha2::Sha256::digest(KEY.as_bytes()));
+    let gw = Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{addr}"]
+[plugins.key]
+module = "builtin:api-key"
+[plugins.transform]
+module = "builtin:transform"
+
+[[routes]]
+name = "orders"
+match = {{ path_prefix = "/orders", methods = ["GET"] }}
+upstream = "up"
+plugins = [{{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{hash}" }}] }} }}]
+
+[[routes]]
+name = "tenant-a"
+match = {{ path_prefix = "/t", headers = {{ "x-tenant" = "a" }} }}
+upstream = "up"
+plugins = [{{ use = "key", config = {{ keys = [{{ consumer = "alice", sha256 = "{hash}" }}] }} }}]
+
+[[routes]]
+name = "rewrite-query"
+match = {{ path_prefix = "/rq" }}
+upstream = "up"
+plugins = [{{ use = "transform", config = {{ request = {{ path = [{{ regex = '^/rq/(?P<rest>.*)$', replace = "/v2/${{rest}}?role=admin" }}] }} }} }}]
+
+[[routes]]
+name = "rewrite-climb"
+match = {{ path_prefix = "/rc" }}
+upstream = "up"
+plugins = [{{ use = "transform", config = {{ request = {{ path = [{{ regex = '^/rc/(?P<rest>.*)$', replace = "/v2/../admin/${{rest}}" }}] }} }} }}]
+
+[[routes]]
+name = "rewrite"
+match = {{ path_prefix = "/rw" }}
+upstream = "up"
+plugins = [{{ use = "transform", config = {{ request = {{ path = [{{ regex = '^/rw/(?P<rest>.*)$', replace = "/v2//${{rest}}" }}] }} }} }}]
+
+[[routes]]
+name = "public"
+upstream = "up"
+"#,
+        addr = up.addr
+    ))
+    .await;
+    let addr = gw.addr();
+
+    // Methods are case-sensitive: `post` is refused, not run as a POST around the GET route.
+    let (status, response) = raw(
+        addr,
+        "post /orders/1 HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{response}");
+    assert!(
+        response.ends_with(
+            "request method refused: methods are case-sensitive and none has lower-case letters\n"
+        ),
+        "{response}"
+    );
+    // HEAD is served by GET handlers behind: it meets the GET route's plugins.
+    let (status, response) = raw(
+        addr,
+        "HEAD /orders/1 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 401, "{response}");
+
+    // A header condition holds only for one field with that value.
+    let (status, response) = get(addr, "/t/x", &[("x-tenant", "a")]).await;
+    assert_eq!(status, 401, "{response}");
+    let (status, response) = get(addr, "/t/x", &[("x-tenant", "a"), ("x-tenant", "b")]).await;
+    assert_eq!(status, 200, "not tenant a's route: {response}");
+
+    // Underscore spellings of owned fields, and `Connection` naming the authority.
+    let (status, response) = get(
+        addr,
+        "/x",
+        &[
+            ("host", "api.example.com"),
+            ("X_Consumer_Id", "admin"),
+            ("x_forwarded_for", "10.0.0.1"),
+            ("connection", "host, x-gone"),
+            ("x-gone", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let seen = &echoed(&response)["headers"];
+    let names: Vec<&str> = seen
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    for gone in ["x_consumer_id", "x_forwarded_for", "x-gone"] {
+        assert!(
+            !names.contains(&gone),
+            "{gone} reached the upstream: {names:?}"
+        );
+    }
+    assert_eq!(seen["host"], serde_json::json!(["api.example.com"]));
+    assert_eq!(
+        seen["x-forwarded-host"],
+        serde_json::json!(["api.example.com"])
+    );
+
+    // A plugin's rewrite cannot inject a query or climb out of the routed path.
+    for target in ["/rq/users", "/rc/users"] {
+        let (status, response) = get(addr, target, &[]).await;
+        assert_eq!(status, 500, "{target}: {response}");
+        assert!(
+            response.contains("the path rewrite produced an invalid path"),
+            "{response}"
+        );
+    }
+    let (status, response) = get(addr, "/rw/users?page=2", &[]).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(echoed(&response)["uri"], "/v2/users?page=2");
 }

@@ -27,6 +27,10 @@ pub enum IngressError {
     /// The authority is missing, duplicated, conflicting or malformed.
     #[error("request authority refused: {0}")]
     Authority(#[from] AuthorityError),
+    /// A method with lower-case letters: methods are case-sensitive (RFC 9110 §9.1), and
+    /// servers that upper-case them would run `post` as the `POST` a route was keeping.
+    #[error("request method refused: methods are case-sensitive and none has lower-case letters")]
+    Method,
 }
 
 /// How requests are made canonical, from `[server]`; one per snapshot.
@@ -58,6 +62,14 @@ pub fn canonicalise(
     peer: Peer,
     rules: &IngressRules,
 ) -> Result<IpAddr, IngressError> {
+    if parts
+        .method
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(IngressError::Method);
+    }
     let authority = authority::canonical(parts)?;
     let canonical = path::canonical(parts.uri.path(), rules.path)?;
     let rebuilt = match canonical {

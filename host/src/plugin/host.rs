@@ -278,12 +278,12 @@ impl types::HostRequest for PluginState {
     ) -> wasmtime::Result<Result<(), EditError>> {
         let uri = &mut self.exchange()?.request.uri;
         // The upstream only ever sees canonical paths, whoever wrote them: a rewrite built from
-        // client input cannot smuggle a dot segment or an encoded slash past the route.
+        // client input cannot smuggle a dot segment, an encoded slash or a query past the route.
         let rules = crate::ingress::PathRules {
             merge_slashes: true,
             allow_path_params: true,
         };
-        let Ok(path) = crate::ingress::path::canonical(&path, rules) else {
+        let Ok(path) = crate::ingress::path::canonical_rewrite(&path, rules) else {
             return Ok(Err(EditError::InvalidValue));
         };
         let query = uri.query();

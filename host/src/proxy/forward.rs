@@ -46,13 +46,21 @@ pub struct Hop<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Appends the peer to `X-Forwarded-For` and sets `X-Real-IP` to the client. A trusted proxy's
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` are kept; otherwise they are the gateway's own.
+/// Appends the peer to `X-Forwarded-For` (its lines joined into one) and sets `X-Real-IP` to
+/// the client and `X-Forwarded-Host` to the authority routed on. A trusted proxy's
+/// `X-Forwarded-Proto` is kept; otherwise it is the gateway's own.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
     let peer = hop.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let xff = match prior.is_empty() {
+        false => format!("{}, {peer}", prior.join(", ")),
+        true => peer,
     };
     if let Ok(xff) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -64,10 +72,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: Hop<'_>) {
         let proto = if hop.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Some(host) = hop.host.and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    match hop.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
 }
 
@@ -103,7 +114,9 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_peer_and_real_ip_names_the_client() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        h.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.insert("x-forwarded-host", "admin.internal".parse().unwrap());
         let hop = Hop {
             peer: "10.0.0.1".parse().unwrap(),
             client: "203.0.113.9".parse().unwrap(),
@@ -111,7 +124,7 @@ mod tests {
             host: Some("api.example.com"),
         };
         set_forwarded(&mut h, hop);
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 203.0.113.9, 10.0.0.1");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
