@@ -123,17 +123,8 @@ async fn readyz_turns_503_while_the_gateway_drains() {
     );
 }
 
-/// Sends `request` on a new connection to `addr` and reads until the server closes it.
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("the admin API answers and closes")
-        .ok();
-    String::from_utf8_lossy(&response).into_owned()
+    raw_exchange(addr, request).await.1
 }
 
 fn status_of(response: &str) -> u16 {

@@ -7,30 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
 
 const KEY: &str = "front-door-key";
 
-/// Sends `request` as written and returns the status and the whole response.
 async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        conn.read_to_end(&mut response),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    raw_exchange(addr, request).await
 }
 
 /// `GET <target>` with `headers`, closing the connection after the response.
