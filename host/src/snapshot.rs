@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::config::raw::{OnRedisError, RateLimitBackendName, RouteSection};
+use crate::config::raw::{ConfigFiles, OnRedisError, RateLimitBackendName, RouteSection};
 use crate::config::{ConfigError, ConfigFile, Problem};
 use crate::plugin::{
     self, Capability, FailurePolicy, HttpSettings, LoadedPlugin, PluginPool, PluginRuntime,
@@ -701,16 +701,16 @@ impl Builder<'_> {
     }
 
     /// Fills `config` keys from `config_files`; false (with problems recorded) if a file
-    /// cannot be read or a key is also given inline.
+    /// cannot be read, a pattern matches nothing, or a key is also given inline.
     fn read_config_files(
         &mut self,
         route: &str,
         plugin: &str,
-        files: &toml::Spanned<BTreeMap<String, String>>,
+        files: &toml::Spanned<BTreeMap<String, ConfigFiles>>,
         config: &mut toml::Table,
     ) -> bool {
         let mut ok = true;
-        for (key, path) in files.get_ref() {
+        for (key, spec) in files.get_ref() {
             let context = format!("route `{route}`, plugin `{plugin}`, config_files.{key}");
             if config.contains_key(key) {
                 let message = format!("{context}: `{key}` is also set in `config`; keep one");
@@ -718,14 +718,41 @@ impl Builder<'_> {
                 ok = false;
                 continue;
             }
-            match std::fs::read_to_string(self.file.base_dir().join(path)) {
-                Ok(text) => {
-                    config.insert(key.clone(), toml::Value::String(text));
-                }
+            let paths = match crate::config::expand_config_files(self.file.base_dir(), spec) {
+                Ok(paths) => paths,
                 Err(e) => {
-                    self.problem(files.span(), format!("{context}: cannot read {path}: {e}"));
+                    self.problem(files.span(), format!("{context}: {e}"));
                     ok = false;
+                    continue;
                 }
+            };
+            let mut texts = Vec::new();
+            for path in &paths {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => texts.push((path, text)),
+                    Err(e) => {
+                        let shown = path.display();
+                        self.problem(files.span(), format!("{context}: cannot read {shown}: {e}"));
+                        ok = false;
+                    }
+                }
+            }
+            let value = match spec {
+                ConfigFiles::One(_) => texts.pop().map(|(_, text)| toml::Value::String(text)),
+                ConfigFiles::Many(_) => Some(toml::Value::Array(
+                    texts
+                        .into_iter()
+                        .map(|(path, text)| {
+                            let mut entry = toml::Table::new();
+                            entry.insert("path".into(), path.display().to_string().into());
+                            entry.insert("text".into(), text.into());
+                            toml::Value::Table(entry)
+                        })
+                        .collect(),
+                )),
+            };
+            if let Some(value) = value {
+                config.insert(key.clone(), value);
             }
         }
         ok

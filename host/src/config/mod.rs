@@ -82,7 +82,7 @@ impl ConfigFile {
             .flat_map(|r| r.get_ref().plugins.iter())
             .filter_map(|p| p.get_ref().config_files.as_ref())
             .flat_map(|files| files.get_ref().values())
-            .map(|path| self.base_dir().join(path))
+            .flat_map(|spec| expand_config_files(self.base_dir(), spec).unwrap_or_default())
             .collect()
     }
 
@@ -180,6 +180,29 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The files a `config_files` entry names, resolved against `base`: each path as given, each
+/// glob pattern's matches sorted by name. A pattern that matches nothing is an error (a typo
+/// must not load an empty rule set).
+pub fn expand_config_files(base: &Path, spec: &raw::ConfigFiles) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for pattern in spec.patterns() {
+        let full = base.join(pattern);
+        if !pattern.contains(['*', '?', '[']) {
+            out.push(full);
+            continue;
+        }
+        let text = full.to_string_lossy();
+        let matches = glob::glob(&text).map_err(|e| format!("bad pattern `{pattern}`: {e}"))?;
+        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
+        if found.is_empty() {
+            return Err(format!("`{pattern}` matches no file"));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,3 +232,4 @@ mod tests {
         );
     }
 }
+

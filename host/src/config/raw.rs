@@ -735,7 +735,28 @@ pub struct PluginUse {
     #[serde(default)]
     pub state_scope: Option<Spanned<String>>,
     /// Config keys whose value is the text of a file, resolved against the config file's
-    /// directory: `{ openapi = "specs/api.yaml" }`. The files are watched like modules.
+    /// directory: `{ openapi = "specs/api.yaml" }`; or a list of files and glob patterns,
+    /// whose value is then an array of `{ path, text }` in the order given (each pattern's
+    /// matches sorted by name): `{ rules = ["crs-setup.conf", "rules/*.conf"] }`. The files
+    /// are watched like modules.
     #[serde(default)]
-    pub config_files: Option<Spanned<BTreeMap<String, String>>>,
+    pub config_files: Option<Spanned<BTreeMap<String, ConfigFiles>>>,
+}
+
+/// One `config_files` entry: a single file, or a list of files and glob patterns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigFiles {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ConfigFiles {
+    /// The paths or patterns as written.
+    pub fn patterns(&self) -> &[String] {
+        match self {
+            ConfigFiles::One(p) => std::slice::from_ref(p),
+            ConfigFiles::Many(ps) => ps,
+        }
+    }
 }

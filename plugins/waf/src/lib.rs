@@ -1,39 +1,35 @@
-//! `waf`: a web application firewall with OWASP-style rules, anomaly scoring and paranoia
-//! levels.
+//! `waf`: a web application firewall that runs ModSecurity rules — the OWASP Core Rule Set
+//! unchanged, or wasmgate's own small built-in set — on the `wasmgate-seclang` engine.
 //!
 //! ```toml
-//! { use = "waf", config = {
+//! { use = "waf",
+//!   # The OWASP CRS from Debian's modsecurity-crs package (any CRS 3.3 or 4.x directory works):
+//!   config_files = { rules = ["/etc/modsecurity/crs/crs-setup.conf",
+//!                             "/usr/share/modsecurity-crs/rules/*.conf",
+//!                             "/usr/share/modsecurity-crs/rules/*.data"] },
+//!   config = {
 //!     mode = "block",            # or "detect": log, never block
-//!     paranoia = 1,              # 1 (default) to 4: higher catches more, with more false positives
-//!     threshold = 5,             # anomaly score that blocks; one critical match scores 5
+//!     paranoia = 1,              # 1 (default) to 4
+//!     threshold = 5,             # inbound anomaly score that blocks
 //!     max_body = 1048576,        # bytes of request body inspected; larger bodies get 413
-//!     exclusions = [{ rule = 942100, target = "args:q" }, { category = "xss", target = "body:/html" }],
-//!     rules = [{ id = 100001, pattern = "(?i)sqlmap|nikto", targets = ["header:user-agent"], message = "scanner" }],
+//!     exclude = [{ id = 942100, target = "ARGS:q" }, { tag = "attack-xss", target = "ARGS:html" }, { id = 920350 }],
+//!     tx = { allowed_methods = "GET HEAD POST PUT PATCH DELETE OPTIONS" },
+//!     rules_text = 'SecRule ARGS "@rx (?i)sqlmap" "id:100001,phase:2,deny,msg:\'scanner\'"',
 //! } }
 //! ```
 //!
-//! Inspected: the path, query parameter names and values, header values (not credentials),
-//! cookies, and the body (form fields, JSON strings and keys, or the whole body for other
-//! types), each normalised first (see `normalize`). Every matching rule adds its score; at the
-//! threshold the request is refused with 403 and a JSON body carrying the request id. Every
-//! block and detection is written to the log as one audit line with the rule ids and the
-//! targets they matched (never the values).
+//! Without `rules`, the built-in rule set (`rules/builtin.conf`) runs. Every block and
+//! detection is one audit line with the rule ids, their messages and the targets they matched
+//! (never the values).
 
-mod engine;
-mod inspect;
-mod normalize;
-mod rules;
+use serde::Deserialize;
+use wasmgate_plugin_sdk::{Action, Bodies, ConfigError, Context, Plugin, Reply, Request, log, plugin};
+use wasmgate_seclang::{Builder, Outcome, RuleSet};
+
+mod setup;
 
 #[cfg(test)]
 mod corpus;
-
-use serde::Deserialize;
-use wasmgate_plugin_sdk::{
-    Action, Bodies, ConfigError, Context, Plugin, Reply, Request, log, plugin,
-};
-
-use engine::{Engine, Exclusion, Finding, UserRule};
-use rules::Category;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,10 +42,47 @@ struct Config {
     threshold: u32,
     #[serde(default = "default_max_body")]
     max_body: u64,
+    /// Rule files, in order (from `config_files`): `{ path, text }`.
     #[serde(default)]
-    exclusions: Vec<ExclusionConfig>,
+    rules: Option<Vec<RuleFile>>,
     #[serde(default)]
-    rules: Vec<RuleConfig>,
+    rules_text: Option<String>,
+    #[serde(default)]
+    exclude: Vec<setup::Exclusion>,
+    /// `TX` variables set before the rules run (CRS tuning: allowed methods, content types…).
+    #[serde(default)]
+    tx: std::collections::BTreeMap<String, TxValue>,
+    /// The API defaults (JSON and XML bodies parsed into arguments, body errors refused);
+    /// on unless turned off.
+    #[serde(default = "yes")]
+    api_defaults: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TxValue {
+    Text(String),
+    Number(i64),
+}
+
+impl TxValue {
+    fn text(&self) -> String {
+        match self {
+            TxValue::Text(t) => t.clone(),
+            TxValue::Number(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    path: String,
+    text: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_paranoia() -> u8 {
@@ -72,148 +105,27 @@ enum Mode {
     Detect,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExclusionConfig {
-    rule: Option<u32>,
-    category: Option<Category>,
-    target: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleConfig {
-    id: u32,
-    pattern: String,
-    #[serde(default = "all_targets")]
-    targets: Vec<String>,
-    #[serde(default)]
-    severity: Severity,
-    #[serde(default = "default_paranoia")]
-    paranoia: u8,
-    message: Option<String>,
-}
-
-fn all_targets() -> Vec<String> {
-    TARGET_KINDS.iter().map(|k| (*k).to_owned()).collect()
-}
-
-/// Target kinds, as written in configs.
-const TARGET_KINDS: &[&str] = &[
-    "path",
-    "args",
-    "args-names",
-    "header",
-    "cookie",
-    "body",
-    "body-names",
-];
-
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum Severity {
-    #[default]
-    Critical,
-    Error,
-    Warning,
-    Notice,
-}
-
-impl Severity {
-    fn score(self) -> u32 {
-        match self {
-            Severity::Critical => rules::CRITICAL,
-            Severity::Error => rules::ERROR,
-            Severity::Warning => rules::WARNING,
-            Severity::Notice => rules::NOTICE,
-        }
-    }
-}
-
-fn check_target(key: String, target: &str) -> Result<(), ConfigError> {
-    let kind = target.split(':').next().unwrap_or("");
-    if TARGET_KINDS.contains(&kind) {
-        return Ok(());
-    }
-    Err(ConfigError::at(
-        key,
-        format!(
-            "`{target}` is not a target: use one of {} (optionally `:<name>`)",
-            TARGET_KINDS.join(", ")
-        ),
-    ))
-}
-
 struct Waf {
-    engine: Engine,
+    rules: RuleSet,
     mode: Mode,
-    threshold: u32,
     max_body: u64,
 }
+
+/// The built-in rule set, used when no rule files are configured.
+const BUILTIN: &str = include_str!("../rules/builtin.conf");
 
 #[plugin]
 impl Plugin for Waf {
     type Config = Config;
 
     fn configure(config: Config) -> Result<Self, ConfigError> {
-        if !(1..=4).contains(&config.paranoia) {
-            return Err(ConfigError::at("paranoia", "must be 1, 2, 3 or 4"));
+        let rules = rule_set(&config).map_err(|(key, message)| ConfigError::at(key, message))?;
+        for limitation in rules.limitations() {
+            log::info(&format!("waf: {limitation}"));
         }
-        if config.threshold == 0 {
-            return Err(ConfigError::at("threshold", "must be at least 1"));
-        }
-        let mut exclusions = Vec::new();
-        for (i, e) in config.exclusions.into_iter().enumerate() {
-            if e.rule.is_none() && e.category.is_none() {
-                return Err(ConfigError::at(
-                    format!("exclusions[{i}]"),
-                    "name a `rule` or a `category`",
-                ));
-            }
-            if let Some(target) = &e.target {
-                check_target(format!("exclusions[{i}].target"), target)?;
-            }
-            exclusions.push(Exclusion {
-                rule: e.rule,
-                category: e.category,
-                target: e.target,
-            });
-        }
-        let mut user = Vec::new();
-        for (i, r) in config.rules.into_iter().enumerate() {
-            let at = |field: &str| format!("rules[{i}].{field}");
-            if r.id < 100_000 {
-                return Err(ConfigError::at(
-                    at("id"),
-                    "user rule ids start at 100000 (lower ids are built-in)",
-                ));
-            }
-            if let Err(e) = regex::bytes::RegexBuilder::new(&r.pattern)
-                .unicode(false)
-                .build()
-            {
-                return Err(ConfigError::at(at("pattern"), e.to_string()));
-            }
-            for (j, t) in r.targets.iter().enumerate() {
-                check_target(format!("rules[{i}].targets[{j}]"), t)?;
-            }
-            if !(1..=4).contains(&r.paranoia) {
-                return Err(ConfigError::at(at("paranoia"), "must be 1, 2, 3 or 4"));
-            }
-            user.push(UserRule {
-                id: r.id,
-                message: r.message.unwrap_or_else(|| format!("user rule {}", r.id)),
-                pattern: r.pattern,
-                score: r.severity.score(),
-                paranoia: r.paranoia,
-                targets: r.targets,
-            });
-        }
-        let engine = Engine::new(config.paranoia, user, exclusions).map_err(ConfigError::new)?;
         Ok(Self {
-            engine,
+            rules,
             mode: config.mode,
-            threshold: config.threshold,
             max_body: config.max_body,
         })
     }
@@ -223,61 +135,133 @@ impl Plugin for Waf {
     }
 
     fn on_request(&self, req: &Request, _ctx: &Context) -> Action {
-        let findings = inspect::inspect(&self.engine, req);
-        if findings.is_empty() {
-            return Action::Continue;
+        let method = req.method();
+        let target = match req.query() {
+            Some(q) => format!("{}?{q}", req.path()),
+            None => req.path(),
+        };
+        let mut owned: Vec<(String, String)> = Vec::new();
+        for name in req.header_names() {
+            for value in req.header_all(&name) {
+                owned.push((name.clone(), value));
+            }
         }
-        let score: u32 = findings.iter().map(|f| f.score).sum();
-        let block = self.mode == Mode::Block && score >= self.threshold;
+        let body = req.body();
+        let client = req.client_ip();
         let request_id = req.header("x-request-id").unwrap_or_default();
-        audit(
-            &self.engine,
-            &findings,
-            score,
-            self.threshold,
-            block,
-            &request_id,
-            self.mode,
-        );
-        if !block {
+        let input = wasmgate_seclang::Request {
+            method: method.as_bytes(),
+            target: target.as_bytes(),
+            protocol: b"HTTP/1.1",
+            headers: owned
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect(),
+            body: body.as_deref(),
+            remote_addr: &client,
+            remote_port: 0,
+            server_port: 0,
+            unique_id: &request_id,
+        };
+        let outcome = self.rules.evaluate(&input);
+        if outcome.matched.is_empty() && outcome.intervention.is_none() {
             return Action::Continue;
         }
+        audit(&outcome, &request_id, self.mode);
+        let Some(intervention) = outcome.intervention else {
+            return Action::Continue;
+        };
+        if intervention.status == 413 {
+            return Action::respond(Reply::problem(
+                413,
+                "Payload Too Large",
+                "the request body is larger than the web application firewall inspects",
+            ));
+        }
+        if let Some(location) = intervention.location {
+            return Action::respond(Reply::new(intervention.status).header("location", location));
+        }
+        let status = intervention.status;
         let body = serde_json::json!({
-            "error": "forbidden",
+            "error": if status == 400 { "bad_request" } else { "forbidden" },
             "message": "the request was blocked by the web application firewall",
             "request_id": request_id,
         });
-        Action::respond(Reply::new(403).json(&body))
+        Action::respond(Reply::new(status).json(&body))
     }
 }
 
-/// One audit line per request with findings: rule ids, categories and targets, never values.
-fn audit(
-    engine: &Engine,
-    findings: &[Finding],
-    score: u32,
-    threshold: u32,
-    blocked: bool,
-    request_id: &str,
-    mode: Mode,
-) {
-    let matched: Vec<String> = findings
+/// Compiles the configured rule set; an error names the config key and says what is wrong.
+fn rule_set(config: &Config) -> Result<RuleSet, (String, String)> {
+    let err = |key: &str, message: String| (key.to_owned(), message);
+    if !(1..=4).contains(&config.paranoia) {
+        return Err(err("paranoia", "must be 1, 2, 3 or 4".into()));
+    }
+    if config.threshold == 0 {
+        return Err(err("threshold", "must be at least 1".into()));
+    }
+    let mut tx = Vec::new();
+    for (name, value) in &config.tx {
+        setup::check_tx_name(name).map_err(|e| err(&format!("tx.{name}"), e))?;
+        tx.push((name.clone(), value.text()));
+    }
+    let preamble = setup::preamble(&setup::Preamble {
+        detect: config.mode == Mode::Detect,
+        paranoia: config.paranoia,
+        threshold: config.threshold,
+        max_body: config.max_body,
+        api_defaults: config.api_defaults,
+        tx: &tx,
+    });
+    let files: &[RuleFile] = config.rules.as_deref().unwrap_or_default();
+    let lookup = |path: &str| -> Result<String, String> {
+        files
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.text.clone())
+            .ok_or_else(|| format!("`{path}` is not among the rule files given (add it to config_files)"))
+    };
+    let mut builder = Builder::new(&lookup);
+    let mut add = |name: &str, text: &str, key: &str| {
+        builder.add(name, text).map(|_| ()).map_err(|e| err(key, e.to_string()))
+    };
+    add("wasmgate-setup.conf", &preamble, "paranoia")?;
+    let data_file = |p: &str| !p.ends_with(".conf");
+    if files.iter().all(|f| data_file(&f.path)) {
+        add("builtin.conf", BUILTIN, "rules")?;
+    }
+    for f in files.iter().filter(|f| !data_file(&f.path)) {
+        add(&f.path, &f.text, "rules")?;
+    }
+    if let Some(text) = &config.rules_text {
+        add("rules_text", text, "rules_text")?;
+    }
+    for (i, e) in config.exclude.iter().enumerate() {
+        let key = format!("exclude[{i}]");
+        let text = e.to_seclang().map_err(|m| err(&key, m))?;
+        add(&key, &text, &key)?;
+    }
+    builder.build().map_err(|e| err("rules", e.to_string()))
+}
+
+/// One audit line per request with matches: rule ids, messages and targets, never values.
+fn audit(outcome: &Outcome, request_id: &str, mode: Mode) {
+    let matched: Vec<String> = outcome
+        .matched
         .iter()
-        .map(|f| {
-            let (id, category, target) = (f.rule, f.category.as_str(), &f.target);
-            format!("{id} {category} \"{}\" at {target}", engine.message(id))
-        })
+        .map(|m| format!("{} \"{}\" at {}", m.id, m.msg.replace('"', "'"), m.target))
         .collect();
-    let outcome = match (blocked, mode) {
-        (true, _) => "blocked",
-        (false, Mode::Detect) if score >= threshold => "detected (detect mode, not blocked)",
-        (false, _) => "below threshold",
+    let verdict = match (&outcome.intervention, &outcome.would_intervene, mode) {
+        (Some(i), _, _) => format!("blocked by {}", i.rule),
+        (None, Some(i), _) => format!("detected (detect mode, not blocked) by {}", i.rule),
+        (None, None, _) => "below threshold".to_owned(),
     };
     let line = format!(
-        "waf {outcome}: request_id={request_id} score={score} threshold={threshold} rules=[{}]",
+        "waf {verdict}: request_id={request_id} score={} rules=[{}]",
+        outcome.anomaly_score,
         matched.join(", ")
     );
-    if blocked || score >= threshold {
+    if outcome.intervention.is_some() || outcome.would_intervene.is_some() {
         log::warn(&line);
     } else {
         log::info(&line);

@@ -1,0 +1,600 @@
+//! Evaluation: one request through the rule set's phases, with ModSecurity v3's semantics.
+//!
+//! - Rules run in file order per phase; `SecMarker`s sit in every phase, `skipAfter` skips to
+//!   the marker (across phases, as in ModSecurity).
+//! - A rule matches when its operator matches any value of any of its variables (after
+//!   exclusions and `ctl` removals). `setvar` runs once per matching value — as in
+//!   ModSecurity v3, so a rule that matches three arguments adds its score three times.
+//! - A chain matches when every link matches; then each link's `ctl`, `skip` and
+//!   `skipAfter` run, the chain is logged (unless `nolog`) and its disruptive action applies.
+//! - Transformation results are cached per (value, transformation chain) for request data,
+//!   so twenty rules with the same `t:` list transform each argument once.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::data::{Data, Ident, Value};
+use crate::operator::Operator;
+use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, EngineMode, Rule, RuleOperator, SetOp, TargetRef};
+use crate::ruleset::{Entry, RuleSet};
+use crate::variable::{Collection, Selector};
+
+/// One request as the engine sees it.
+#[derive(Debug, Default, Clone)]
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    /// The request-target as sent (`/path?query`).
+    pub target: &'a [u8],
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: &'a [u8],
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    /// The whole body, when there is one and it is inspected.
+    pub body: Option<&'a [u8]>,
+    pub remote_addr: &'a str,
+    pub remote_port: u16,
+    pub server_port: u16,
+    pub unique_id: &'a str,
+}
+
+/// A rule that matched and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub id: u32,
+    pub msg: String,
+    /// The variable that matched last (`ARGS:q`): a name, never the value.
+    pub target: String,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+}
+
+/// What a disruptive rule decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intervention {
+    pub status: u16,
+    pub rule: u32,
+    /// `redirect:` target.
+    pub location: Option<String>,
+}
+
+/// The result of evaluating a request.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Set when a rule denied the request (and the engine is not in detection-only mode).
+    pub intervention: Option<Intervention>,
+    /// Set in detection-only mode when a rule would have denied the request.
+    pub would_intervene: Option<Intervention>,
+    pub matched: Vec<Matched>,
+    /// `TX:anomaly_score` (CRS 3) or `TX:blocking_inbound_anomaly_score` (CRS 4), if set.
+    pub anomaly_score: i64,
+}
+
+pub(crate) struct State {
+    pub tx: HashMap<String, Vec<u8>>,
+    pub persistent: HashMap<String, Vec<u8>>,
+    pub matched_var: (String, Vec<u8>),
+    pub matched_vars: Vec<(String, Vec<u8>)>,
+    pub highest_severity: Option<u8>,
+    removed_ids: Vec<(u32, u32)>,
+    removed_tags: Vec<String>,
+    removed_targets_by_id: Vec<(Vec<(u32, u32)>, TargetRef)>,
+    removed_targets_by_tag: Vec<(String, TargetRef)>,
+    pub engine: EngineMode,
+    pub processor: Option<BodyProcessor>,
+    pub body_access: bool,
+    skip_until: Option<String>,
+    skip_next: u32,
+    allow: Option<AllowScope>,
+    /// Transformation cache: (value identity, chain) → transformed value.
+    cache: HashMap<(Ident, usize), Arc<[u8]>>,
+    captures: Vec<Vec<u8>>,
+}
+
+impl RuleSet {
+    /// Runs the request phases (1 and 2) of the rule set against `req`.
+    pub fn evaluate(&self, req: &Request<'_>) -> Outcome {
+        let mut outcome = Outcome::default();
+        if self.settings.engine == EngineMode::Off {
+            return outcome;
+        }
+        let mut state = State {
+            tx: HashMap::new(),
+            persistent: HashMap::new(),
+            matched_var: Default::default(),
+            matched_vars: Vec::new(),
+            highest_severity: None,
+            removed_ids: Vec::new(),
+            removed_tags: Vec::new(),
+            removed_targets_by_id: Vec::new(),
+            removed_targets_by_tag: Vec::new(),
+            engine: self.settings.engine,
+            processor: None,
+            body_access: self.settings.request_body_access,
+            skip_until: None,
+            skip_next: 0,
+            allow: None,
+            cache: HashMap::new(),
+            captures: Vec::new(),
+        };
+        let mut data = Data::from_headers(req, &self.settings);
+        state.processor = data.default_processor();
+        let body_too_large = req
+            .body
+            .is_some_and(|b| b.len() > self.settings.request_body_limit);
+        if !self.run_phase(1, &data, &mut state, &mut outcome) {
+            if state.engine != EngineMode::Off {
+                self.finish(&state, &mut outcome);
+            }
+            return outcome;
+        }
+        if body_too_large && self.settings.reject_over_limit && state.engine == EngineMode::On {
+            outcome.intervention = Some(Intervention {
+                status: 413,
+                rule: 0,
+                location: None,
+            });
+            self.finish(&state, &mut outcome);
+            return outcome;
+        }
+        if state.body_access {
+            data.process_body(req.body, state.processor, &self.settings);
+        }
+        state.cache.clear();
+        self.run_phase(2, &data, &mut state, &mut outcome);
+        self.finish(&state, &mut outcome);
+        outcome
+    }
+
+    fn finish(&self, state: &State, outcome: &mut Outcome) {
+        let score = |k: &str| state.tx.get(k).map(|v| atoi(v));
+        outcome.anomaly_score = score("blocking_inbound_anomaly_score")
+            .or_else(|| score("anomaly_score"))
+            .unwrap_or(0);
+    }
+
+    /// Runs one phase; false when evaluation must stop (an intervention, or the engine was
+    /// switched off).
+    fn run_phase(&self, phase: u8, data: &Data, state: &mut State, outcome: &mut Outcome) -> bool {
+        match state.allow {
+            Some(AllowScope::All) | Some(AllowScope::Request) => return true,
+            Some(AllowScope::Phase) => state.allow = None,
+            None => {}
+        }
+        for entry in &self.phases[usize::from(phase - 1)] {
+            let index = match entry {
+                Entry::Marker(m) => {
+                    if state.skip_until.as_deref() == Some(m.as_str()) {
+                        state.skip_until = None;
+                    }
+                    continue;
+                }
+                Entry::Rule(i) => *i,
+            };
+            if state.skip_until.is_some() {
+                continue;
+            }
+            if state.skip_next > 0 {
+                state.skip_next -= 1;
+                continue;
+            }
+            if state.allow.is_some() {
+                continue;
+            }
+            let rule = &self.rules[index];
+            if in_ranges(&state.removed_ids, rule.id)
+                || rule.tags.iter().any(|t| state.removed_tags.contains(t))
+            {
+                continue;
+            }
+            state.matched_vars.clear();
+            if !self.eval_link(rule, rule, data, state) {
+                continue;
+            }
+            // The whole chain matched: each link's after-match actions, last link first.
+            let mut links = Vec::new();
+            let mut link = Some(rule);
+            while let Some(l) = link {
+                links.push(l);
+                link = l.chained.as_deref();
+            }
+            for l in links.iter().rev() {
+                for ctl in &l.ctls {
+                    apply_ctl(ctl, state);
+                }
+                if let Some(m) = &l.skip_after {
+                    state.skip_until = Some(m.clone());
+                }
+                if l.skip > 0 {
+                    state.skip_next = l.skip;
+                }
+            }
+            if let Some(s) = rule.severity {
+                state.highest_severity = Some(state.highest_severity.map_or(s, |h| h.min(s)));
+            }
+            let defaults = &self.defaults[usize::from(phase - 1)];
+            if rule.log.unwrap_or(defaults.log) {
+                let msg = rule
+                    .msg
+                    .as_ref()
+                    .map(|m| {
+                        String::from_utf8_lossy(&m.expand(&mut |c, k| {
+                            resolve_first(c, k, data, state, rule)
+                        }))
+                        .into_owned()
+                    })
+                    .unwrap_or_default();
+                outcome.matched.push(Matched {
+                    id: rule.id,
+                    msg,
+                    target: state.matched_var.0.clone(),
+                    severity: rule.severity,
+                    tags: rule.tags.clone(),
+                });
+            }
+            if state.engine == EngineMode::Off {
+                return false;
+            }
+            let disruptive = match &rule.disruptive {
+                Some(Disruptive::Block) | None => &defaults.disruptive,
+                Some(d) => d,
+            };
+            let intervention = match disruptive {
+                Disruptive::Pass | Disruptive::Block => None,
+                Disruptive::Allow(scope) => {
+                    state.allow = Some(*scope);
+                    None
+                }
+                Disruptive::Deny | Disruptive::Drop => Some(Intervention {
+                    status: rule.status.unwrap_or(403),
+                    rule: rule.id,
+                    location: None,
+                }),
+                Disruptive::Redirect(url) => Some(Intervention {
+                    status: rule.status.filter(|s| (300..400).contains(s)).unwrap_or(302),
+                    rule: rule.id,
+                    location: Some(url.clone()),
+                }),
+            };
+            if let Some(i) = intervention {
+                if state.engine == EngineMode::On {
+                    outcome.intervention = Some(i);
+                    return false;
+                }
+                if outcome.would_intervene.is_none() {
+                    outcome.would_intervene = Some(i);
+                }
+            }
+        }
+        true
+    }
+
+    /// Evaluates one link of a chain (and the links after it); true when they all match.
+    fn eval_link(&self, link: &Rule, head: &Rule, data: &Data, state: &mut State) -> bool {
+        let mut matched = false;
+        if link.unconditional {
+            matched = true;
+            for sv in &link.setvars {
+                setvar(sv, data, state, head);
+            }
+        } else {
+            let dynamic;
+            let op: &Operator = match &link.operator {
+                RuleOperator::Static(op) => op,
+                RuleOperator::Dynamic { name, arg } => {
+                    let expanded = arg.expand(&mut |c, k| resolve_first(c, k, data, state, head));
+                    match self.dynamic_operator(name, expanded) {
+                        Some(op) => {
+                            dynamic = op;
+                            &dynamic
+                        }
+                        None => return false,
+                    }
+                }
+            };
+            let mut values: Vec<Value<'_>> = Vec::new();
+            for var in &link.variables {
+                let start = values.len();
+                collect(var.collection, &var.selector, data, state, head, &mut values);
+                values.retain_from(start, |v| {
+                    !link.exclusions.iter().any(|e| e.covers(v.collection, &v.key))
+                        && !state
+                            .removed_targets_by_id
+                            .iter()
+                            .any(|(ids, t)| in_ranges(ids, head.id) && t.covers(v.collection, &v.key))
+                        && !state.removed_targets_by_tag.iter().any(|(tag, t)| {
+                            head.tags.contains(tag) && t.covers(v.collection, &v.key)
+                        })
+                });
+                if var.count {
+                    let n = values.len() - start;
+                    values.truncate(start);
+                    values.push(Value {
+                        collection: var.collection,
+                        key: Cow::Borrowed(b""),
+                        value: Cow::Owned(n.to_string().into_bytes()),
+                        ident: None,
+                    });
+                }
+            }
+            let want_captures = link.capture;
+            for v in &values {
+                let candidates = self.transformed(link, v, state);
+                for candidate in candidates {
+                    let mut caps = std::mem::take(&mut state.captures);
+                    let hit = op.matches(&candidate, want_captures.then_some(&mut caps))
+                        != link.negated;
+                    if hit {
+                        if want_captures {
+                            for (i, c) in caps.iter().enumerate().take(10) {
+                                state.tx.insert(i.to_string(), c.clone());
+                            }
+                        }
+                        let name = v.full_name();
+                        state.matched_var = (name.clone(), candidate.to_vec());
+                        state.matched_vars.push((name, candidate.to_vec()));
+                        for sv in &link.setvars {
+                            setvar(sv, data, state, head);
+                        }
+                        matched = true;
+                    }
+                    state.captures = caps;
+                }
+            }
+        }
+        if !matched {
+            return false;
+        }
+        match &link.chained {
+            Some(next) => self.eval_link(next, head, data, state),
+            None => true,
+        }
+    }
+
+    /// The values the operator sees for `v`: the final transformation result, or with
+    /// `multiMatch` the value before and after every transformation that changed it.
+    fn transformed<'v>(&self, rule: &Rule, v: &'v Value<'_>, state: &mut State) -> Vec<Cow<'v, [u8]>> {
+        if rule.multi_match {
+            let mut out = vec![Cow::Borrowed(v.value.as_ref())];
+            let mut cur: Cow<'_, [u8]> = Cow::Borrowed(v.value.as_ref());
+            for t in rule.transforms.iter() {
+                if let Some(next) = t.apply(&cur) {
+                    cur = Cow::Owned(next);
+                    out.push(cur.clone());
+                }
+            }
+            return out;
+        }
+        if rule.transforms.is_empty() {
+            return vec![Cow::Borrowed(v.value.as_ref())];
+        }
+        if let Some(ident) = v.ident
+            && let Some(hit) = state.cache.get(&(ident, rule.chain_id))
+        {
+            return vec![Cow::Owned(hit.to_vec())];
+        }
+        let mut cur: Cow<'_, [u8]> = Cow::Borrowed(v.value.as_ref());
+        for t in rule.transforms.iter() {
+            if let Some(next) = t.apply(&cur) {
+                cur = Cow::Owned(next);
+            }
+        }
+        if let Some(ident) = v.ident {
+            state.cache.insert((ident, rule.chain_id), Arc::from(cur.as_ref()));
+        }
+        vec![cur]
+    }
+
+    fn dynamic_operator(&self, name: &str, arg: Vec<u8>) -> Option<Arc<Operator>> {
+        let key = (name.to_owned(), arg);
+        if let Ok(cache) = self.dynamic.lock()
+            && let Some(op) = cache.get(&key)
+        {
+            return Some(op.clone());
+        }
+        let text = String::from_utf8_lossy(&key.1).into_owned();
+        let op = Arc::new(crate::operator::compile(name, &text, &|_| Err("no files".to_owned())).ok()?);
+        if let Ok(mut cache) = self.dynamic.lock() {
+            // Expanded arguments come from the configuration in practice; bound the cache in
+            // case a rule expands request data into an operator.
+            if cache.len() > 1024 {
+                cache.clear();
+            }
+            cache.insert(key, op.clone());
+        }
+        Some(op)
+    }
+}
+
+trait RetainFrom<T> {
+    fn retain_from(&mut self, start: usize, keep: impl FnMut(&T) -> bool);
+}
+
+impl<T> RetainFrom<T> for Vec<T> {
+    fn retain_from(&mut self, start: usize, mut keep: impl FnMut(&T) -> bool) {
+        let tail: Vec<T> = self.drain(start..).filter(|v| keep(v)).collect();
+        self.extend(tail);
+    }
+}
+
+fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
+    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&id))
+}
+
+fn apply_ctl(ctl: &Ctl, state: &mut State) {
+    match ctl {
+        Ctl::RuleRemoveById(ids) => state.removed_ids.extend(ids.iter().copied()),
+        Ctl::RuleRemoveByTag(tag) => state.removed_tags.push(tag.clone()),
+        Ctl::RuleRemoveTargetById(ids, t) => {
+            state.removed_targets_by_id.push((ids.clone(), t.clone()));
+        }
+        Ctl::RuleRemoveTargetByTag(tag, t) => {
+            state.removed_targets_by_tag.push((tag.clone(), t.clone()));
+        }
+        Ctl::RuleEngine(mode) => state.engine = *mode,
+        Ctl::RequestBodyProcessor(p) => state.processor = Some(*p),
+        Ctl::RequestBodyAccess(on) => state.body_access = *on,
+        Ctl::ForceRequestBodyVariable(_) | Ctl::AuditLog => {}
+    }
+}
+
+/// ModSecurity's integer reading: optional sign, leading digits, anything else 0.
+pub(crate) fn atoi(v: &[u8]) -> i64 {
+    let s = std::str::from_utf8(v).unwrap_or("").trim();
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let n: i64 = digits[..end].parse().unwrap_or(0);
+    if neg { -n } else { n }
+}
+
+fn setvar(sv: &crate::rule::SetVar, data: &Data, state: &mut State, head: &Rule) {
+    let name = sv.name.expand(&mut |c, k| resolve_first(c, k, data, state, head));
+    let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+    let key = match sv.collection {
+        Collection::Persistent(p) => format!("{}.{name}", p.prefix()),
+        _ => name,
+    };
+    let value = match &sv.op {
+        SetOp::Delete => {
+            match sv.collection {
+                Collection::Tx => state.tx.remove(&key),
+                _ => state.persistent.remove(&key),
+            };
+            return;
+        }
+        SetOp::Set(m) => m.expand(&mut |c, k| resolve_first(c, k, data, state, head)),
+        SetOp::Add(m) | SetOp::Sub(m) => {
+            let delta = atoi(&m.expand(&mut |c, k| resolve_first(c, k, data, state, head)));
+            let store = match sv.collection {
+                Collection::Tx => &state.tx,
+                _ => &state.persistent,
+            };
+            let current = store.get(&key).map_or(0, |v| atoi(v));
+            let next = if matches!(sv.op, SetOp::Add(_)) {
+                current.saturating_add(delta)
+            } else {
+                current.saturating_sub(delta)
+            };
+            next.to_string().into_bytes()
+        }
+    };
+    match sv.collection {
+        Collection::Tx => state.tx.insert(key, value),
+        _ => state.persistent.insert(key, value),
+    };
+}
+
+/// The first value of a variable, for macro expansion.
+fn resolve_first(c: Collection, key: Option<&str>, data: &Data, state: &State, rule: &Rule) -> Vec<u8> {
+    match c {
+        Collection::Rule => match key.unwrap_or("") {
+            "id" => rule.id.to_string().into_bytes(),
+            "msg" => rule
+                .msg
+                .as_ref()
+                .and_then(|m| m.constant())
+                .unwrap_or_default()
+                .into_bytes(),
+            "severity" => rule.severity.map(|s| s.to_string()).unwrap_or_default().into_bytes(),
+            "phase" => rule.phase.to_string().into_bytes(),
+            _ => Vec::new(),
+        },
+        _ => {
+            let selector = match key {
+                Some(k) => Selector::Key(k.to_owned()),
+                None => Selector::All,
+            };
+            let mut values = Vec::new();
+            collect(c, &selector, data, state, rule, &mut values);
+            values.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+        }
+    }
+}
+
+/// Every value of `collection` that `selector` takes.
+pub(crate) fn collect<'a>(
+    collection: Collection,
+    selector: &Selector,
+    data: &'a Data,
+    state: &State,
+    rule: &Rule,
+    out: &mut Vec<Value<'a>>,
+) {
+    let owned = |out: &mut Vec<Value<'a>>, key: &str, value: Vec<u8>| {
+        out.push(Value {
+            collection,
+            key: Cow::Owned(key.as_bytes().to_vec()),
+            value: Cow::Owned(value),
+            ident: None,
+        })
+    };
+    match collection {
+        Collection::Tx | Collection::Persistent(_) => {
+            let prefix = match collection {
+                Collection::Persistent(p) => format!("{}.", p.prefix()),
+                _ => String::new(),
+            };
+            let store = if collection == Collection::Tx {
+                &state.tx
+            } else {
+                &state.persistent
+            };
+            if let Selector::Key(k) = selector {
+                if let Some(v) = store.get(&format!("{prefix}{k}")) {
+                    owned(out, k, v.clone());
+                }
+                return;
+            }
+            let mut keys: Vec<&String> = store
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .filter(|k| selector.matches_key(k[prefix.len()..].as_bytes()))
+                .collect();
+            keys.sort();
+            for k in keys {
+                owned(out, &k[prefix.len()..], store[k].clone());
+            }
+        }
+        Collection::MatchedVar => owned(out, "", state.matched_var.1.clone()),
+        Collection::MatchedVarName => owned(out, "", state.matched_var.0.clone().into_bytes()),
+        Collection::MatchedVars => {
+            for (name, value) in &state.matched_vars {
+                if selector.matches_key(name.as_bytes()) {
+                    owned(out, name, value.clone());
+                }
+            }
+        }
+        Collection::MatchedVarsNames => {
+            for (name, _) in &state.matched_vars {
+                if selector.matches_key(name.as_bytes()) {
+                    owned(out, name, name.clone().into_bytes());
+                }
+            }
+        }
+        Collection::HighestSeverity => owned(
+            out,
+            "",
+            state
+                .highest_severity
+                .map_or(255, u16::from)
+                .to_string()
+                .into_bytes(),
+        ),
+        Collection::ReqbodyProcessor => {
+            if let Some(p) = state.processor {
+                owned(out, "", p.name().as_bytes().to_vec());
+            }
+        }
+        Collection::Rule => {
+            let key = match selector {
+                Selector::Key(k) => k.as_str(),
+                _ => "id",
+            };
+            let v = resolve_first(Collection::Rule, Some(key), data, state, rule);
+            owned(out, key, v);
+        }
+        _ => data.collect(collection, selector, out),
+    }
+}
