@@ -27,7 +27,11 @@ impl Value<'_> {
         if self.key.is_empty() {
             self.collection.name().to_owned()
         } else {
-            format!("{}:{}", self.collection.name(), String::from_utf8_lossy(&self.key))
+            format!(
+                "{}:{}",
+                self.collection.name(),
+                String::from_utf8_lossy(&self.key)
+            )
         }
     }
 }
@@ -122,7 +126,12 @@ impl Data {
         }
     }
 
-    pub fn process_body(&mut self, body: Option<&[u8]>, processor: Option<BodyProcessor>, settings: &Settings) {
+    pub fn process_body(
+        &mut self,
+        body: Option<&[u8]>,
+        processor: Option<BodyProcessor>,
+        settings: &Settings,
+    ) {
         let Some(body) = body else { return };
         self.body_processed = true;
         self.body = body.to_vec();
@@ -134,15 +143,17 @@ impl Data {
             Some(BodyProcessor::UrlEncoded | BodyProcessor::Json | BodyProcessor::Xml)
         ) && body.len() > settings.request_body_no_files_limit;
         if no_files_limited {
-            self.reqbody_error =
-                Some("Request body excluding files is bigger than the maximum expected.".to_owned());
+            self.reqbody_error = Some(
+                "Request body excluding files is bigger than the maximum expected.".to_owned(),
+            );
             return;
         }
         match processor {
             Some(BodyProcessor::UrlEncoded) => {
                 self.args_post = request::parse_urlencoded(body);
             }
-            Some(BodyProcessor::Json) => match request::parse_json(body, settings.json_depth_limit) {
+            Some(BodyProcessor::Json) => match request::parse_json(body, settings.json_depth_limit)
+            {
                 Ok(args) => self.args_post = args,
                 Err(e) => self.reqbody_error = Some(format!("JSON parsing error: {e}")),
             },
@@ -167,20 +178,26 @@ impl Data {
         self.args_post.truncate(room);
     }
 
-    pub fn collect<'a>(&'a self, collection: Collection, selector: &Selector, out: &mut Vec<Value<'a>>) {
+    pub fn collect<'a>(
+        &'a self,
+        collection: Collection,
+        selector: &Selector,
+        out: &mut Vec<Value<'a>>,
+    ) {
         use Collection as C;
-        let pairs = |out: &mut Vec<Value<'a>>, store: &'a Pairs, id: u8, names: bool, coll: Collection| {
-            for (i, (k, v)) in store.iter().enumerate() {
-                if selector.matches_key(k) {
-                    out.push(Value {
-                        collection: coll,
-                        key: Cow::Borrowed(k),
-                        value: Cow::Borrowed(if names { k } else { v }),
-                        ident: u32::try_from(i).ok().map(|i| (id, i)),
-                    });
+        let pairs =
+            |out: &mut Vec<Value<'a>>, store: &'a Pairs, id: u8, names: bool, coll: Collection| {
+                for (i, (k, v)) in store.iter().enumerate() {
+                    if selector.matches_key(k) {
+                        out.push(Value {
+                            collection: coll,
+                            key: Cow::Borrowed(k),
+                            value: Cow::Borrowed(if names { k } else { v }),
+                            ident: u32::try_from(i).ok().map(|i| (id, i)),
+                        });
+                    }
                 }
-            }
-        };
+            };
         let scalar = |out: &mut Vec<Value<'a>>, v: Cow<'a, [u8]>| {
             out.push(Value {
                 collection,
@@ -219,7 +236,9 @@ impl Data {
             C::RequestFilename | C::PathInfo => {
                 self.scalar_cached(out, collection, &self.line.request_filename, 0)
             }
-            C::RequestBasename => self.scalar_cached(out, collection, &self.line.request_basename, 1),
+            C::RequestBasename => {
+                self.scalar_cached(out, collection, &self.line.request_basename, 1)
+            }
             C::RequestUri => self.scalar_cached(out, collection, &self.line.request_uri, 2),
             C::RequestUriRaw => self.scalar_cached(out, collection, &self.line.request_uri_raw, 3),
             C::RequestLine => self.scalar_cached(out, collection, &self.line.request_line, 4),
@@ -254,7 +273,11 @@ impl Data {
                 scalar(out, Cow::Owned(full));
             }
             C::FullRequestLength => {
-                let n: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 3).sum::<usize>()
+                let n: usize = self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 3)
+                    .sum::<usize>()
                     + 2
                     + self.body.len();
                 scalar(out, Cow::Owned(n.to_string().into_bytes()));
@@ -322,7 +345,9 @@ impl Data {
                 let n: usize = self.files.iter().map(|f| f.size).sum();
                 scalar(out, Cow::Owned(n.to_string().into_bytes()));
             }
-            C::MultipartPartHeaders => pairs(out, &self.part_headers, PART_HEADERS, false, collection),
+            C::MultipartPartHeaders => {
+                pairs(out, &self.part_headers, PART_HEADERS, false, collection)
+            }
             C::MultipartFlag(f) => {
                 if let Some(m) = &self.multipart {
                     scalar(out, flag(multipart_flag(m, f)));
@@ -374,7 +399,13 @@ impl Data {
         }
     }
 
-    fn scalar_cached<'a>(&'a self, out: &mut Vec<Value<'a>>, collection: Collection, v: &'a [u8], slot: u32) {
+    fn scalar_cached<'a>(
+        &'a self,
+        out: &mut Vec<Value<'a>>,
+        collection: Collection,
+        v: &'a [u8],
+        slot: u32,
+    ) {
         out.push(Value {
             collection,
             key: Cow::Borrowed(b""),

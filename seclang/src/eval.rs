@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use crate::data::{Data, Ident, Value};
 use crate::operator::Operator;
-use crate::rule::{AllowScope, BodyProcessor, Ctl, Disruptive, EngineMode, Rule, RuleOperator, SetOp, TargetRef};
+use crate::rule::{
+    AllowScope, BodyProcessor, Ctl, Disruptive, EngineMode, Rule, RuleOperator, SetOp, TargetRef,
+};
 use crate::ruleset::{Entry, RuleSet};
 use crate::variable::{Collection, Selector};
 
@@ -217,9 +219,9 @@ impl RuleSet {
                     .msg
                     .as_ref()
                     .map(|m| {
-                        String::from_utf8_lossy(&m.expand(&mut |c, k| {
-                            resolve_first(c, k, data, state, rule)
-                        }))
+                        String::from_utf8_lossy(
+                            &m.expand(&mut |c, k| resolve_first(c, k, data, state, rule)),
+                        )
                         .into_owned()
                     })
                     .unwrap_or_default();
@@ -250,7 +252,10 @@ impl RuleSet {
                     location: None,
                 }),
                 Disruptive::Redirect(url) => Some(Intervention {
-                    status: rule.status.filter(|s| (300..400).contains(s)).unwrap_or(302),
+                    status: rule
+                        .status
+                        .filter(|s| (300..400).contains(s))
+                        .unwrap_or(302),
                     rule: rule.id,
                     location: Some(url.clone()),
                 }),
@@ -294,13 +299,22 @@ impl RuleSet {
             let mut values: Vec<Value<'_>> = Vec::new();
             for var in &link.variables {
                 let start = values.len();
-                collect(var.collection, &var.selector, data, state, head, &mut values);
+                collect(
+                    var.collection,
+                    &var.selector,
+                    data,
+                    state,
+                    head,
+                    &mut values,
+                );
                 values.retain_from(start, |v| {
-                    !link.exclusions.iter().any(|e| e.covers(v.collection, &v.key))
-                        && !state
-                            .removed_targets_by_id
-                            .iter()
-                            .any(|(ids, t)| in_ranges(ids, head.id) && t.covers(v.collection, &v.key))
+                    !link
+                        .exclusions
+                        .iter()
+                        .any(|e| e.covers(v.collection, &v.key))
+                        && !state.removed_targets_by_id.iter().any(|(ids, t)| {
+                            in_ranges(ids, head.id) && t.covers(v.collection, &v.key)
+                        })
                         && !state.removed_targets_by_tag.iter().any(|(tag, t)| {
                             head.tags.contains(tag) && t.covers(v.collection, &v.key)
                         })
@@ -321,8 +335,8 @@ impl RuleSet {
                 let candidates = self.transformed(link, v, state);
                 for candidate in candidates {
                     let mut caps = std::mem::take(&mut state.captures);
-                    let hit = op.matches(&candidate, want_captures.then_some(&mut caps))
-                        != link.negated;
+                    let hit =
+                        op.matches(&candidate, want_captures.then_some(&mut caps)) != link.negated;
                     if hit {
                         if want_captures {
                             for (i, c) in caps.iter().enumerate().take(10) {
@@ -352,7 +366,12 @@ impl RuleSet {
 
     /// The values the operator sees for `v`: the final transformation result, or with
     /// `multiMatch` the value before and after every transformation that changed it.
-    fn transformed<'v>(&self, rule: &Rule, v: &'v Value<'_>, state: &mut State) -> Vec<Cow<'v, [u8]>> {
+    fn transformed<'v>(
+        &self,
+        rule: &Rule,
+        v: &'v Value<'_>,
+        state: &mut State,
+    ) -> Vec<Cow<'v, [u8]>> {
         if rule.multi_match {
             let mut out = vec![Cow::Borrowed(v.value.as_ref())];
             let mut cur: Cow<'_, [u8]> = Cow::Borrowed(v.value.as_ref());
@@ -379,7 +398,9 @@ impl RuleSet {
             }
         }
         if let Some(ident) = v.ident {
-            state.cache.insert((ident, rule.chain_id), Arc::from(cur.as_ref()));
+            state
+                .cache
+                .insert((ident, rule.chain_id), Arc::from(cur.as_ref()));
         }
         vec![cur]
     }
@@ -392,7 +413,8 @@ impl RuleSet {
             return Some(op.clone());
         }
         let text = String::from_utf8_lossy(&key.1).into_owned();
-        let op = Arc::new(crate::operator::compile(name, &text, &|_| Err("no files".to_owned())).ok()?);
+        let op =
+            Arc::new(crate::operator::compile(name, &text, &|_| Err("no files".to_owned())).ok()?);
         if let Ok(mut cache) = self.dynamic.lock() {
             // Expanded arguments come from the configuration in practice; bound the cache in
             // case a rule expands request data into an operator.
@@ -444,13 +466,17 @@ pub(crate) fn atoi(v: &[u8]) -> i64 {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     let n: i64 = digits[..end].parse().unwrap_or(0);
     if neg { -n } else { n }
 }
 
 fn setvar(sv: &crate::rule::SetVar, data: &Data, state: &mut State, head: &Rule) {
-    let name = sv.name.expand(&mut |c, k| resolve_first(c, k, data, state, head));
+    let name = sv
+        .name
+        .expand(&mut |c, k| resolve_first(c, k, data, state, head));
     let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
     let key = match sv.collection {
         Collection::Persistent(p) => format!("{}.{name}", p.prefix()),
@@ -487,7 +513,13 @@ fn setvar(sv: &crate::rule::SetVar, data: &Data, state: &mut State, head: &Rule)
 }
 
 /// The first value of a variable, for macro expansion.
-fn resolve_first(c: Collection, key: Option<&str>, data: &Data, state: &State, rule: &Rule) -> Vec<u8> {
+fn resolve_first(
+    c: Collection,
+    key: Option<&str>,
+    data: &Data,
+    state: &State,
+    rule: &Rule,
+) -> Vec<u8> {
     match c {
         Collection::Rule => match key.unwrap_or("") {
             "id" => rule.id.to_string().into_bytes(),
@@ -497,7 +529,11 @@ fn resolve_first(c: Collection, key: Option<&str>, data: &Data, state: &State, r
                 .and_then(|m| m.constant())
                 .unwrap_or_default()
                 .into_bytes(),
-            "severity" => rule.severity.map(|s| s.to_string()).unwrap_or_default().into_bytes(),
+            "severity" => rule
+                .severity
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
             "phase" => rule.phase.to_string().into_bytes(),
             _ => Vec::new(),
         },
@@ -508,7 +544,11 @@ fn resolve_first(c: Collection, key: Option<&str>, data: &Data, state: &State, r
             };
             let mut values = Vec::new();
             collect(c, &selector, data, state, rule, &mut values);
-            values.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+            values
+                .into_iter()
+                .next()
+                .map(|v| v.value.into_owned())
+                .unwrap_or_default()
         }
     }
 }

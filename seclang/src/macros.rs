@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_constant_and_bad_macros_are_errors() {
-        assert_eq!(MacroString::parse("abc").unwrap().constant().as_deref(), Some("abc"));
+        assert_eq!(
+            MacroString::parse("abc").unwrap().constant().as_deref(),
+            Some("abc")
+        );
         assert!(MacroString::parse("%{nope.x}").is_err());
         assert!(MacroString::parse("%{tx.x").is_err());
     }

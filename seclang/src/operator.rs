@@ -75,7 +75,9 @@ pub fn compile(
     let kind = match name.to_ascii_lowercase().as_str() {
         "rx" => match regex(arg) {
             Ok(re) => Kind::Rx(re),
-            Err(e) if needs_backtracking(arg) => Kind::Fancy(Box::new(fancy(arg).map_err(|f| format!("{e}; {f}"))?)),
+            Err(e) if needs_backtracking(arg) => {
+                Kind::Fancy(Box::new(fancy(arg).map_err(|f| format!("{e}; {f}"))?))
+            }
             Err(e) => return Err(e),
         },
         "pm" => Kind::Pm(phrases(arg.split_ascii_whitespace().map(str::as_bytes))?),
@@ -84,9 +86,11 @@ pub fn compile(
             for file in arg.split_ascii_whitespace() {
                 texts.push(load_file(file).map_err(|e| format!("@{name} {file}: {e}"))?);
             }
-            let lines = texts.iter().flat_map(|t| t.lines()).map(str::trim).filter(|l| {
-                !l.is_empty() && !l.starts_with('#')
-            });
+            let lines = texts
+                .iter()
+                .flat_map(|t| t.lines())
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'));
             Kind::Pm(phrases(lines.map(str::as_bytes))?)
         }
         "within" => Kind::Within(arg.as_bytes().to_vec()),
@@ -107,14 +111,20 @@ pub fn compile(
         "ipmatch" => Kind::IpMatch(ip_list(arg.split(',').map(str::trim))?),
         "ipmatchf" | "ipmatchfromfile" => {
             let text = load_file(arg.trim()).map_err(|e| format!("@{name} {arg}: {e}"))?;
-            let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+            let lines = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'));
             Kind::IpMatch(ip_list(lines)?)
         }
         "detectsqli" => Kind::DetectSqli,
         "detectxss" => Kind::DetectXss,
         "unconditionalmatch" => Kind::Unconditional,
         "nomatch" => Kind::NoMatch,
-        "rbl" => Kind::Unavailable("rbl", "@rbl needs DNS lookups, which plugins cannot make: it never matches"),
+        "rbl" => Kind::Unavailable(
+            "rbl",
+            "@rbl needs DNS lookups, which plugins cannot make: it never matches",
+        ),
         "geolookup" => Kind::Unavailable(
             "geoLookup",
             "@geoLookup needs a GeoIP database: it never matches and GEO stays empty",
@@ -180,7 +190,10 @@ impl Operator {
                         if let Some(caps) = captures {
                             caps.clear();
                             for g in c.iter().take(10) {
-                                caps.push(g.map(|m| m.as_str().as_bytes().to_vec()).unwrap_or_default());
+                                caps.push(
+                                    g.map(|m| m.as_str().as_bytes().to_vec())
+                                        .unwrap_or_default(),
+                                );
                             }
                         }
                         true
@@ -227,7 +240,11 @@ impl Operator {
                 let hit = r.is_injection();
                 if hit && let Some(caps) = captures {
                     caps.clear();
-                    caps.push(r.fingerprint.map(|f| f.to_string().into_bytes()).unwrap_or_default());
+                    caps.push(
+                        r.fingerprint
+                            .map(|f| f.to_string().into_bytes())
+                            .unwrap_or_default(),
+                    );
                 }
                 hit
             }
@@ -263,7 +280,11 @@ fn regex(pattern: &str) -> Result<Regex, String> {
 /// A compile error, with a long pattern shortened (CRS patterns run to kilobytes).
 fn regex_error(pattern: &str, error: &str) -> String {
     let shown: String = pattern.chars().take(60).collect();
-    let more = if shown.len() < pattern.len() { "…" } else { "" };
+    let more = if shown.len() < pattern.len() {
+        "…"
+    } else {
+        ""
+    };
     let why = error.lines().last().unwrap_or(error);
     format!("regex `{shown}{more}`: {why}")
 }
@@ -272,8 +293,13 @@ fn regex_error(pattern: &str, error: &str) -> String {
 pub const BACKTRACK_LIMIT: usize = 100_000;
 
 fn needs_backtracking(pattern: &str) -> bool {
-    ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|p| pattern.contains(p))
-        || pattern.as_bytes().windows(2).any(|w| w[0] == b'\\' && w[1].is_ascii_digit() && w[1] != b'0')
+    ["(?=", "(?!", "(?<=", "(?<!"]
+        .iter()
+        .any(|p| pattern.contains(p))
+        || pattern
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && w[1].is_ascii_digit() && w[1] != b'0')
 }
 
 fn fancy(pattern: &str) -> Result<fancy_regex::Regex, String> {
@@ -299,9 +325,8 @@ fn translate(p: &str) -> String {
             match n {
                 b'Z' => out.push_str(r"(?:\n?\z)"),
                 b'e' => out.push_str(r"\x1b"),
-                b'/' | b'"' | b'\'' | b'<' | b'>' | b'=' | b'@' | b'%' | b'&' | b'!' | b',' | b';' | b'`' | b'~' | b'#' | b':' | b'_' => {
-                    out.push(n as char)
-                }
+                b'/' | b'"' | b'\'' | b'<' | b'>' | b'=' | b'@' | b'%' | b'&' | b'!' | b','
+                | b';' | b'`' | b'~' | b'#' | b':' | b'_' => out.push(n as char),
                 _ if n >= 0x80 => {
                     out.push_str(&format!(r"\x{n:02x}"));
                 }
@@ -378,7 +403,10 @@ fn translate(p: &str) -> String {
                 i += 3;
                 continue;
             }
-            b'+' if i > 0 && matches!(b[i - 1], b'*' | b'+' | b'?' | b'}') && !escaped(b, i - 1) => {
+            b'+' if i > 0
+                && matches!(b[i - 1], b'*' | b'+' | b'?' | b'}')
+                && !escaped(b, i - 1) =>
+            {
                 // Possessive quantifier: drop the `+`.
                 i += 1;
                 continue;
@@ -401,7 +429,9 @@ fn is_quantifier(b: &[u8]) -> bool {
         Some(c) => (&inner[..c], Some(&inner[c + 1..])),
         None => (inner, None),
     };
-    !lo.is_empty() && lo.iter().all(u8::is_ascii_digit) && hi.is_none_or(|h| h.iter().all(u8::is_ascii_digit))
+    !lo.is_empty()
+        && lo.iter().all(u8::is_ascii_digit)
+        && hi.is_none_or(|h| h.iter().all(u8::is_ascii_digit))
 }
 
 /// Whether the `}` that ends `upto` closes a quantifier.
@@ -409,7 +439,9 @@ fn closes_quantifier(upto: &[u8]) -> bool {
     let before = &upto[..upto.len() - 1];
     match before.iter().rposition(|c| *c == b'{') {
         Some(open) => {
-            !escaped(before, open) && !before[open..].contains(&b'}') && is_quantifier(&upto[open..])
+            !escaped(before, open)
+                && !before[open..].contains(&b'}')
+                && is_quantifier(&upto[open..])
         }
         None => false,
     }
@@ -450,14 +482,20 @@ fn atoi(s: &str) -> i64 {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     let n: i64 = digits[..end].parse().unwrap_or(0);
     if neg { -n } else { n }
 }
 
 fn byte_ranges(arg: &str) -> Result<Box<[bool; 256]>, String> {
     let mut allowed = Box::new([false; 256]);
-    for part in arg.split([',', ' ']).map(str::trim).filter(|p| !p.is_empty()) {
+    for part in arg
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let bad = || format!("@validateByteRange: `{part}` is not a byte or range");
         let (lo, hi) = match part.split_once('-') {
             Some((lo, hi)) => (lo.trim(), hi.trim()),
@@ -528,7 +566,11 @@ fn ip_list<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<IpNet>, Strin
                 .ok_or_else(|| format!("@ipMatch: `{item}` has a bad prefix length"))?,
             None => max,
         };
-        out.push(IpNet { addr: bits, prefix, v4 });
+        out.push(IpNet {
+            addr: bits,
+            prefix,
+            v4,
+        });
     }
     Ok(out)
 }
@@ -607,7 +649,10 @@ mod tests {
 
     #[test]
     fn pm_from_file_skips_comments_and_blank_lines() {
-        let o = compile("pmFromFile", "list.data", &|_| Ok("# comment\n\nnikto\nsqlmap\n".into())).unwrap();
+        let o = compile("pmFromFile", "list.data", &|_| {
+            Ok("# comment\n\nnikto\nsqlmap\n".into())
+        })
+        .unwrap();
         assert!(o.matches(b"Mozilla sqlmap/1.0", None));
         assert!(!o.matches(b"# comment", None));
     }

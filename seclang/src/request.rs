@@ -96,7 +96,10 @@ pub fn parse_cookies(header_value: &[u8]) -> Pairs {
     header_value
         .split(|b| *b == b';')
         .map(|piece| {
-            let start = piece.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(piece.len());
+            let start = piece
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(piece.len());
             &piece[start..]
         })
         .filter(|piece| !piece.is_empty())
@@ -111,8 +114,7 @@ pub fn parse_cookies(header_value: &[u8]) -> Pairs {
 /// keys, `json.list.array_0` for array elements; numbers as written, booleans `true`/`false`,
 /// `null` an empty value.
 pub fn parse_json(body: &[u8], max_depth: usize) -> Result<Pairs, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let mut out = Pairs::new();
     let mut prefix = b"json".to_vec();
     flatten(&value, &mut prefix, None, 0, max_depth, &mut out)?;
@@ -163,7 +165,14 @@ fn flatten(
         }
         J::String(s) => out.push((name(path, key), s.as_bytes().to_vec())),
         J::Number(n) => out.push((name(path, key), n.to_string().into_bytes())),
-        J::Bool(b) => out.push((name(path, key), if *b { b"true".to_vec() } else { b"false".to_vec() })),
+        J::Bool(b) => out.push((
+            name(path, key),
+            if *b {
+                b"true".to_vec()
+            } else {
+                b"false".to_vec()
+            },
+        )),
         J::Null => out.push((name(path, key), Vec::new())),
     }
     Ok(())
@@ -257,9 +266,13 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
     let mut flags = MultipartFlags::default();
     let ct = String::from_utf8_lossy(content_type);
     let lower = ct.to_ascii_lowercase();
-    let at = lower.find("boundary").ok_or("no boundary in Content-Type")?;
+    let at = lower
+        .find("boundary")
+        .ok_or("no boundary in Content-Type")?;
     let rest = ct[at + "boundary".len()..].trim_start();
-    let rest = rest.strip_prefix('=').ok_or("malformed boundary parameter")?;
+    let rest = rest
+        .strip_prefix('=')
+        .ok_or("malformed boundary parameter")?;
     flags.boundary_whitespace = rest.starts_with(char::is_whitespace);
     let rest = rest.trim_start();
     let boundary = if let Some(q) = rest.strip_prefix('"') {
@@ -300,13 +313,16 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
         let end = positions.get(n + 1).copied().unwrap_or(body.len());
         let mut part = &body[after..end];
         // The line break after the delimiter, and the one before the next.
-        part = part.strip_prefix(b"\r\n").or_else(|| {
-            let p = part.strip_prefix(b"\n");
-            if p.is_some() {
-                flags.lf_line = true;
-            }
-            p
-        }).unwrap_or(part);
+        part = part
+            .strip_prefix(b"\r\n")
+            .or_else(|| {
+                let p = part.strip_prefix(b"\n");
+                if p.is_some() {
+                    flags.lf_line = true;
+                }
+                p
+            })
+            .unwrap_or(part);
         if let Some(p) = part.strip_suffix(b"\r\n") {
             part = p;
         } else if let Some(p) = part.strip_suffix(b"\n") {
@@ -447,11 +463,24 @@ mod tests {
 
     #[test]
     fn json_names_follow_modsecurity() {
-        let p = parse_json(br#"{"user":{"name":"x","tags":["a",{"k":1}]},"ok":true,"n":null}"#, 16).unwrap();
-        let names: Vec<String> = p.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        let p = parse_json(
+            br#"{"user":{"name":"x","tags":["a",{"k":1}]},"ok":true,"n":null}"#,
+            16,
+        )
+        .unwrap();
+        let names: Vec<String> = p
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
         assert_eq!(
             names,
-            ["json.user.name", "json.user.tags.array_0", "json.user.tags.array_1.k", "json.ok", "json.n"]
+            [
+                "json.user.name",
+                "json.user.tags.array_0",
+                "json.user.tags.array_1.k",
+                "json.ok",
+                "json.n"
+            ]
         );
         assert_eq!(p[3].1, b"true");
         assert!(parse_json(b"[[[[1]]]]", 2).is_err());

@@ -258,12 +258,17 @@ pub fn actions(list: &str) -> Result<Actions, String> {
             }
             "status" => {
                 let v = value_or("an HTTP status")?;
-                a.status = Some(v.parse().map_err(|_| format!("`status:{v}` is not a status"))?);
+                a.status = Some(
+                    v.parse()
+                        .map_err(|_| format!("`status:{v}` is not a status"))?,
+                );
             }
             "skipafter" => a.skip_after = Some(value_or("a marker")?),
             "skip" => {
                 let v = value_or("a count")?;
-                a.skip = v.parse().map_err(|_| format!("`skip:{v}` is not a number"))?;
+                a.skip = v
+                    .parse()
+                    .map_err(|_| format!("`skip:{v}` is not a number"))?;
             }
             "msg" => a.msg = Some(MacroString::parse(&value_or("text")?)?),
             "logdata" => a.logdata = Some(MacroString::parse(&value_or("text")?)?),
@@ -273,11 +278,30 @@ pub fn actions(list: &str) -> Result<Actions, String> {
             "nolog" => a.log = Some(false),
             // Metadata and side channels with no effect on the verdict: ModSecurity's audit
             // log and persistent collections, environment variables for the web server.
-            "auditlog" | "noauditlog" | "ver" | "rev" | "maturity" | "accuracy" | "expirevar"
-            | "initcol" | "setenv" | "setuid" | "setsid" | "sanitisearg" | "sanitisematched"
-            | "sanitizearg" | "sanitizematched" | "sanitisematchedbytes"
-            | "sanitizematchedbytes" | "deprecatevar" | "append" | "prepend" | "xmlns"
-            | "exec" | "proxy" | "pause" => {}
+            "auditlog"
+            | "noauditlog"
+            | "ver"
+            | "rev"
+            | "maturity"
+            | "accuracy"
+            | "expirevar"
+            | "initcol"
+            | "setenv"
+            | "setuid"
+            | "setsid"
+            | "sanitisearg"
+            | "sanitisematched"
+            | "sanitizearg"
+            | "sanitizematched"
+            | "sanitisematchedbytes"
+            | "sanitizematchedbytes"
+            | "deprecatevar"
+            | "append"
+            | "prepend"
+            | "xmlns"
+            | "exec"
+            | "proxy"
+            | "pause" => {}
             other => return Err(format!("unsupported action `{other}`")),
         }
     }
@@ -294,7 +318,11 @@ fn severity(v: &str) -> Result<u8, String> {
         "NOTICE" => 5,
         "INFO" => 6,
         "DEBUG" => 7,
-        n => n.parse().ok().filter(|n| *n <= 7).ok_or_else(|| format!("unknown severity `{v}`"))?,
+        n => n
+            .parse()
+            .ok()
+            .filter(|n| *n <= 7)
+            .ok_or_else(|| format!("unknown severity `{v}`"))?,
     };
     Ok(n)
 }
@@ -313,7 +341,9 @@ fn setvar(v: &str) -> Result<SetVar, String> {
         .ok_or_else(|| format!("`setvar:{v}` must name collection.variable"))?;
     let collection = Collection::from_name(coll.trim())
         .filter(|c| matches!(c, Collection::Tx | Collection::Persistent(_)))
-        .ok_or_else(|| format!("`setvar:{v}`: `{coll}` is not TX, IP, GLOBAL, SESSION, USER or RESOURCE"))?;
+        .ok_or_else(|| {
+            format!("`setvar:{v}`: `{coll}` is not TX, IP, GLOBAL, SESSION, USER or RESOURCE")
+        })?;
     let name = MacroString::parse(name.trim())?;
     let op = match (delete, value) {
         (true, _) => SetOp::Delete,

@@ -159,7 +159,10 @@ impl<'a> Builder<'a> {
             let load = |path: &str| files(&resolve(dir, path));
             let name = d.name.to_ascii_lowercase();
             if open_chain.is_some() && name != "secrule" {
-                return Err(at(&d.origin, "a chained rule must be followed by a SecRule"));
+                return Err(at(
+                    &d.origin,
+                    "a chained rule must be followed by a SecRule",
+                ));
             }
             let arg = |i: usize| {
                 d.args
@@ -170,13 +173,17 @@ impl<'a> Builder<'a> {
             match name.as_str() {
                 "secrule" | "secaction" => {
                     let (vars, op, acts) = if name == "secrule" {
-                        (Some(arg(0)?), Some(arg(1)?), d.args.get(2).map(String::as_str))
+                        (
+                            Some(arg(0)?),
+                            Some(arg(1)?),
+                            d.args.get(2).map(String::as_str),
+                        )
                     } else {
                         (None, None, d.args.first().map(String::as_str))
                     };
                     let in_chain = open_chain.is_some();
-                    let actions = rule::actions(acts.unwrap_or(""))
-                        .map_err(|e| at(&d.origin, e))?;
+                    let actions =
+                        rule::actions(acts.unwrap_or("")).map_err(|e| at(&d.origin, e))?;
                     let mut r = compile_rule(&set, d, vars, op, actions, in_chain, &load)?;
                     let key: Vec<Transform> = r.transforms.to_vec();
                     let next = set.chains.len();
@@ -235,7 +242,8 @@ impl<'a> Builder<'a> {
                         EngineMode::parse(arg(0)?).map_err(|e| at(&d.origin, e))?;
                 }
                 "secrequestbodyaccess" => {
-                    set.settings.request_body_access = on_off(arg(0)?).map_err(|e| at(&d.origin, e))?;
+                    set.settings.request_body_access =
+                        on_off(arg(0)?).map_err(|e| at(&d.origin, e))?;
                 }
                 "secrequestbodylimit" => set.settings.request_body_limit = number(d, arg(0)?)?,
                 "secrequestbodynofileslimit" => {
@@ -250,7 +258,10 @@ impl<'a> Builder<'a> {
                         "reject" => true,
                         "processpartial" => false,
                         other => {
-                            return Err(at(&d.origin, format!("`{other}` is not Reject or ProcessPartial")));
+                            return Err(at(
+                                &d.origin,
+                                format!("`{other}` is not Reject or ProcessPartial"),
+                            ));
                         }
                     };
                 }
@@ -275,19 +286,46 @@ impl<'a> Builder<'a> {
                 // Directives that configure ModSecurity's own logs, storage and web-server
                 // integration: wasmgate has its own audit line, no persistent storage and no
                 // files, so they change nothing here.
-                "seccomponentsignature" | "seccollectiontimeout" | "secauditengine"
-                | "secauditlog" | "secauditlog2" | "secauditlogparts" | "secauditlogtype"
-                | "secauditlogformat" | "secauditlogstoragedir" | "secauditlogdirmode"
-                | "secauditlogfilemode" | "secauditlogrelevantstatus" | "secdebuglog"
-                | "secdebugloglevel" | "sectmpdir" | "secdatadir" | "secuploaddir"
-                | "secuploadkeepfiles" | "secuploadfilemode" | "secuploadfilelimit"
-                | "secresponsebodyaccess" | "secresponsebodymimetype"
-                | "secresponsebodylimit" | "secresponsebodylimitaction"
-                | "secpcrematchlimit" | "secpcrematchlimitrecursion" | "secunicodemapfile"
-                | "secstatusengine" | "secserversignature" | "secargumentseparator"
-                | "seccookieformat" | "sectmpsaveuploadedfiles" | "secinterceptonerror"
-                | "sechttpblkey" | "secgeolookupdb" | "secconnengine" | "secremoterules"
-                | "secremoterulesfailaction" | "secwebappid" | "secsensorid" => {}
+                "seccomponentsignature"
+                | "seccollectiontimeout"
+                | "secauditengine"
+                | "secauditlog"
+                | "secauditlog2"
+                | "secauditlogparts"
+                | "secauditlogtype"
+                | "secauditlogformat"
+                | "secauditlogstoragedir"
+                | "secauditlogdirmode"
+                | "secauditlogfilemode"
+                | "secauditlogrelevantstatus"
+                | "secdebuglog"
+                | "secdebugloglevel"
+                | "sectmpdir"
+                | "secdatadir"
+                | "secuploaddir"
+                | "secuploadkeepfiles"
+                | "secuploadfilemode"
+                | "secuploadfilelimit"
+                | "secresponsebodyaccess"
+                | "secresponsebodymimetype"
+                | "secresponsebodylimit"
+                | "secresponsebodylimitaction"
+                | "secpcrematchlimit"
+                | "secpcrematchlimitrecursion"
+                | "secunicodemapfile"
+                | "secstatusengine"
+                | "secserversignature"
+                | "secargumentseparator"
+                | "seccookieformat"
+                | "sectmpsaveuploadedfiles"
+                | "secinterceptonerror"
+                | "sechttpblkey"
+                | "secgeolookupdb"
+                | "secconnengine"
+                | "secremoterules"
+                | "secremoterulesfailaction"
+                | "secwebappid"
+                | "secsensorid" => {}
                 _ => {
                     return Err(at(&d.origin, format!("unsupported directive `{}`", d.name)));
                 }
@@ -335,7 +373,9 @@ fn compile_rule(
     let (operator, negated) = match op {
         Some(o) => rule::rule_operator(o, load).map_err(|e| err(format!("{e}")))?,
         None => (
-            RuleOperator::Static(crate::operator::compile("unconditionalMatch", "", load).map_err(err)?),
+            RuleOperator::Static(
+                crate::operator::compile("unconditionalMatch", "", load).map_err(err)?,
+            ),
             false,
         ),
     };

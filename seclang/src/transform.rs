@@ -9,7 +9,7 @@
 //! output would equal the input, and every transformation first scans for the bytes that could
 //! change anything (with `memchr` where it helps), so clean values cost a scan and no allocation.
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr, memchr2, memchr3, memmem};
 
 /// One transformation, as named by a rule's `t:` action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -298,7 +298,7 @@ fn low_byte_with_fullwidth(hi1: u8, hi2: u8, lo1: u8, lo2: u8) -> u8 {
     }
 }
 
-/// The escape letters JavaScript, CSS-less C and ModSecurity's decoders share.
+/// The single-letter C escapes (`\n`, `\t`, …) that jsDecode and escapeSeqDecode share.
 #[inline]
 fn c_escape(b: u8) -> Option<u8> {
     Some(match b {
@@ -683,6 +683,11 @@ fn cmd_line(input: &[u8]) -> Option<Vec<u8>> {
     if !needed {
         return None;
     }
+    changed(cmd_line_full(input), input)
+}
+
+fn cmd_line_full(input: &[u8]) -> Vec<u8> {
+    let is_sep = |b: u8| matches!(b, b' ' | b',' | b';' | b'\t' | b'\r' | b'\n');
     let mut out = Vec::with_capacity(input.len());
     let mut space = false;
     for &b in input {
@@ -708,7 +713,7 @@ fn cmd_line(input: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    changed(out, input)
+    out
 }
 
 fn compress_whitespace(input: &[u8]) -> Option<Vec<u8>> {
@@ -804,6 +809,8 @@ fn replace_comments(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn remove_comments(input: &[u8]) -> Option<Vec<u8>> {
+    // Every marker contains `#`, `*` or `-`: one scan settles most clean values.
+    memchr3(b'#', b'*', b'-', input)?;
     if memchr(b'#', input).is_none()
         && memmem::find(input, b"/*").is_none()
         && memmem::find(input, b"--").is_none()
@@ -852,6 +859,7 @@ fn remove_comments(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn remove_comments_char(input: &[u8]) -> Option<Vec<u8>> {
+    memchr3(b'#', b'*', b'-', input)?;
     if memchr(b'#', input).is_none()
         && memmem::find(input, b"/*").is_none()
         && memmem::find(input, b"*/").is_none()
@@ -1743,6 +1751,24 @@ mod tests {
                 let once = t(tf, &input);
                 prop_assert_eq!(tf.apply(&once), None, "{}", tf.name());
             }
+        }
+
+        #[test]
+        fn cmd_line_fast_path_agrees_with_full_pass(input in interesting_bytes()) {
+            prop_assert_eq!(t(Transform::CmdLine, &input), cmd_line_full(&input));
+        }
+
+        #[test]
+        fn compress_whitespace_matches_a_plain_pass(input in interesting_bytes()) {
+            let mut plain = Vec::new();
+            for &b in &input {
+                if !is_c_space(b) {
+                    plain.push(b);
+                } else if plain.last() != Some(&b' ') {
+                    plain.push(b' ');
+                }
+            }
+            prop_assert_eq!(t(Transform::CompressWhitespace, &input), plain);
         }
 
         #[test]

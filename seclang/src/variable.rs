@@ -165,9 +165,7 @@ impl Collection {
             "MULTIPART_FILENAME" => MultipartFilename,
             "MULTIPART_NAME" => MultipartName,
             "MULTIPART_STRICT_ERROR" => MultipartFlag(self::MultipartFlag::StrictError),
-            "MULTIPART_UNMATCHED_BOUNDARY" => {
-                MultipartFlag(self::MultipartFlag::UnmatchedBoundary)
-            }
+            "MULTIPART_UNMATCHED_BOUNDARY" => MultipartFlag(self::MultipartFlag::UnmatchedBoundary),
             "MULTIPART_BOUNDARY_QUOTED" => MultipartFlag(self::MultipartFlag::BoundaryQuoted),
             "MULTIPART_BOUNDARY_WHITESPACE" => {
                 MultipartFlag(self::MultipartFlag::BoundaryWhitespace)
@@ -177,9 +175,7 @@ impl Collection {
             "MULTIPART_HEADER_FOLDING" => MultipartFlag(self::MultipartFlag::HeaderFolding),
             "MULTIPART_LF_LINE" => MultipartFlag(self::MultipartFlag::LfLine),
             "MULTIPART_CRLF_LF_LINES" => MultipartFlag(self::MultipartFlag::CrlfLfLines),
-            "MULTIPART_MISSING_SEMICOLON" => {
-                MultipartFlag(self::MultipartFlag::MissingSemicolon)
-            }
+            "MULTIPART_MISSING_SEMICOLON" => MultipartFlag(self::MultipartFlag::MissingSemicolon),
             "MULTIPART_INVALID_QUOTING" => MultipartFlag(self::MultipartFlag::InvalidQuoting),
             "MULTIPART_INVALID_PART" => MultipartFlag(self::MultipartFlag::InvalidPart),
             "MULTIPART_INVALID_HEADER_FOLDING" => {
@@ -405,7 +401,13 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["ARGS", "request_headers", "MULTIPART_STRICT_ERROR", "IP", "XML"] {
+        for name in [
+            "ARGS",
+            "request_headers",
+            "MULTIPART_STRICT_ERROR",
+            "IP",
+            "XML",
+        ] {
             let c = Collection::from_name(name).unwrap();
             assert!(c.name().eq_ignore_ascii_case(name));
         }

@@ -54,7 +54,10 @@ fn get(target: &str) -> Request<'_> {
         protocol: b"HTTP/1.1",
         headers: vec![
             (b"Host", b"localhost"),
-            (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"),
+            (
+                b"User-Agent",
+                b"Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0",
+            ),
             (b"Accept", b"application/json"),
         ],
         ..Default::default()
@@ -75,7 +78,9 @@ fn a_clean_request_passes_and_an_attack_is_denied_by_949110() {
     let Some(set) = crs(1) else { return };
     let clean = set.evaluate(&get("/api/items?page=2&sort=name"));
     assert!(clean.intervention.is_none(), "{:?}", clean.matched);
-    let attack = set.evaluate(&get("/api/items?id=1%27%20UNION%20SELECT%20password%20FROM%20users--"));
+    let attack = set.evaluate(&get(
+        "/api/items?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+    ));
     let i = attack.intervention.expect("blocked");
     assert_eq!((i.status, i.rule), (403, 949110));
     let ids: Vec<u32> = attack.matched.iter().map(|m| m.id).collect();
@@ -98,10 +103,17 @@ fn json_bodies_are_parsed_into_arguments() {
 
 #[test]
 fn paranoia_levels_gate_rules() {
-    let (Some(pl1), Some(pl4)) = (crs(1), crs(4)) else { return };
+    let (Some(pl1), Some(pl4)) = (crs(1), crs(4)) else {
+        return;
+    };
     // A single quote in a parameter is a PL2+ signal (942432/942431 family), not PL1.
     let r = get("/search?q=it%27s%20a%20test%20--%20really");
     let a = pl1.evaluate(&r);
     let b = pl4.evaluate(&r);
-    assert!(a.anomaly_score < b.anomaly_score, "{} vs {}", a.anomaly_score, b.anomaly_score);
+    assert!(
+        a.anomaly_score < b.anomaly_score,
+        "{} vs {}",
+        a.anomaly_score,
+        b.anomaly_score
+    );
 }

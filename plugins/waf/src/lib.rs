@@ -23,7 +23,9 @@
 //! (never the values).
 
 use serde::Deserialize;
-use wasmgate_plugin_sdk::{Action, Bodies, ConfigError, Context, Plugin, Reply, Request, log, plugin};
+use wasmgate_plugin_sdk::{
+    Action, Bodies, ConfigError, Context, Plugin, Reply, Request, log, plugin,
+};
 use wasmgate_seclang::{Builder, Outcome, RuleSet};
 
 mod setup;
@@ -219,11 +221,16 @@ fn rule_set(config: &Config) -> Result<RuleSet, (String, String)> {
             .iter()
             .find(|f| f.path == path)
             .map(|f| f.text.clone())
-            .ok_or_else(|| format!("`{path}` is not among the rule files given (add it to config_files)"))
+            .ok_or_else(|| {
+                format!("`{path}` is not among the rule files given (add it to config_files)")
+            })
     };
     let mut builder = Builder::new(&lookup);
     let mut add = |name: &str, text: &str, key: &str| {
-        builder.add(name, text).map(|_| ()).map_err(|e| err(key, e.to_string()))
+        builder
+            .add(name, text)
+            .map(|_| ())
+            .map_err(|e| err(key, e.to_string()))
     };
     add("wasmgate-setup.conf", &preamble, "paranoia")?;
     let data_file = |p: &str| !p.ends_with(".conf");

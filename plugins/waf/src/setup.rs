@@ -39,6 +39,30 @@ pub fn preamble(p: &Preamble<'_>) -> String {
              SecRule MULTIPART_STRICT_ERROR \"!@eq 0\" \
              \"id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation'\"\n",
         );
+        // CRS's HTTP policy is written for web sites; APIs also use PUT, PATCH and DELETE and
+        // send plain text, GraphQL, NDJSON and the structured `+json` types.
+        out.push_str(
+            "SecAction \"id:900200,phase:1,pass,nolog,t:none,\
+             setvar:'tx.allowed_methods=GET HEAD POST PUT PATCH DELETE OPTIONS'\"\n\
+             SecAction \"id:900220,phase:1,pass,nolog,t:none,\
+             setvar:'tx.allowed_request_content_type=|application/x-www-form-urlencoded| \
+             |multipart/form-data| |multipart/related| |text/xml| |application/xml| \
+             |application/soap+xml| |application/json| |application/cloudevents+json| \
+             |application/cloudevents-batch+json| |application/merge-patch+json| \
+             |application/json-patch+json| |application/problem+json| |application/ld+json| \
+             |application/vnd.api+json| |application/graphql| |application/x-ndjson| \
+             |application/octet-stream| |text/plain| |text/csv|'\"\n",
+        );
+        // A GraphQL document is code in a known place: the `query` of a POST to a GraphQL
+        // endpoint. It is exempt from the command- and SQL-injection rules there (as CRS's
+        // application exclusion packages exempt known fields); its variables are not.
+        out.push_str(
+            "SecRule REQUEST_FILENAME \"@rx /graphql/?$\" \"id:900300,phase:1,pass,nolog,t:none,t:lowercase,\
+             ctl:ruleRemoveTargetByTag=attack-rce;ARGS:json.query,\
+             ctl:ruleRemoveTargetByTag=attack-sqli;ARGS:json.query,\
+             ctl:ruleRemoveTargetByTag=attack-rce;ARGS:query,\
+             ctl:ruleRemoveTargetByTag=attack-sqli;ARGS:query\"\n",
+        );
     }
     out.push_str(&format!(
         "SecAction \"id:900000,phase:1,pass,nolog,t:none,\
@@ -98,7 +122,9 @@ impl Exclusion {
         if let Some(t) = &self.target
             && (t.is_empty() || t.contains(['|', '"', '\n']))
         {
-            return Err(format!("`{t}` is not one target such as ARGS:q or REQUEST_COOKIES:/^_ga/"));
+            return Err(format!(
+                "`{t}` is not one target such as ARGS:q or REQUEST_COOKIES:/^_ga/"
+            ));
         }
         match (&self.id, &self.tag, &self.target) {
             (Some(_), Some(_), _) => Err("name an `id` or a `tag`, not both".to_owned()),
@@ -108,7 +134,9 @@ impl Exclusion {
                     Id::One(n) => n.to_string(),
                     Id::Range(r) => {
                         if !r.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-                            return Err(format!("`{r}` is not a rule id or a range like 942100-942199"));
+                            return Err(format!(
+                                "`{r}` is not a rule id or a range like 942100-942199"
+                            ));
                         }
                         r.clone()
                     }
