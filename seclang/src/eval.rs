@@ -590,7 +590,7 @@ pub(crate) fn collect<'a>(
             let mut keys: Vec<&String> = store
                 .keys()
                 .filter(|k| k.starts_with(&prefix))
-                .filter(|k| selector.matches_key(k[prefix.len()..].as_bytes()))
+                .filter(|k| selector.matches_key(&k.as_bytes()[prefix.len()..]))
                 .collect();
             keys.sort();
             for k in keys {

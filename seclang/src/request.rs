@@ -123,7 +123,7 @@ pub fn parse_json(body: &[u8], max_depth: usize) -> Result<Pairs, String> {
 
 fn flatten(
     value: &serde_json::Value,
-    path: &mut Vec<u8>,
+    path: &mut [u8],
     key: Option<&[u8]>,
     depth: usize,
     max_depth: usize,

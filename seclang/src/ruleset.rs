@@ -83,6 +83,9 @@ impl Default for Settings {
     }
 }
 
+/// Operators compiled per (name, expanded argument).
+pub(crate) type DynamicOperators = HashMap<(String, Vec<u8>), Arc<Operator>>;
+
 /// A compiled rule set, shared by every transaction.
 #[derive(Debug)]
 pub struct RuleSet {
@@ -93,7 +96,7 @@ pub struct RuleSet {
     /// Distinct transformation chains, indexed by `Rule::chain_id`.
     pub(crate) chains: Vec<Arc<[Transform]>>,
     /// Operators whose argument had macros, compiled per expanded argument.
-    pub(crate) dynamic: Mutex<HashMap<(String, Vec<u8>), Arc<Operator>>>,
+    pub(crate) dynamic: Mutex<DynamicOperators>,
     limitations: Vec<String>,
 }
 
@@ -371,7 +374,7 @@ fn compile_rule(
         None => (Vec::new(), Vec::new()),
     };
     let (operator, negated) = match op {
-        Some(o) => rule::rule_operator(o, load).map_err(|e| err(format!("{e}")))?,
+        Some(o) => rule::rule_operator(o, load).map_err(err)?,
         None => (
             RuleOperator::Static(
                 crate::operator::compile("unconditionalMatch", "", load).map_err(err)?,
