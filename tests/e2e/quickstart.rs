@@ -132,7 +132,7 @@ async fn the_quickstart_serves_as_the_readme_shows() {
     assert!(
         gw.find_log(|l| l["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("waf blocked:") && m.contains("942100")))
+            .is_some_and(|m| m.starts_with("waf blocked by 949110:") && m.contains("942100")))
             .is_some()
     );
 
