@@ -72,7 +72,94 @@ pub(crate) struct Data {
     urlencoded_error: bool,
 }
 
+/// The stores a collection's values come from, for collections whose every value has an
+/// identity (scalars are stores of their own: `SCALAR_STORE + slot`).
+pub(crate) fn stores(collection: Collection) -> Option<&'static [u8]> {
+    use Collection as C;
+    Some(match collection {
+        C::Args => &[GET, POST],
+        C::ArgsGet => &[GET],
+        C::ArgsPost => &[POST],
+        C::ArgsNames => &[GET_NAMES, POST_NAMES],
+        C::ArgsGetNames => &[GET_NAMES],
+        C::ArgsPostNames => &[POST_NAMES],
+        C::RequestCookies => &[COOKIES],
+        C::RequestCookiesNames => &[COOKIE_NAMES],
+        C::RequestHeaders => &[HEADERS],
+        C::RequestHeadersNames => &[HEADER_NAMES],
+        C::RequestFilename | C::PathInfo => &[SCALAR_STORE],
+        C::RequestBasename => &[SCALAR_STORE + 1],
+        C::RequestUri => &[SCALAR_STORE + 2],
+        C::RequestUriRaw => &[SCALAR_STORE + 3],
+        C::RequestLine => &[SCALAR_STORE + 4],
+        C::QueryString => &[SCALAR_STORE + 5],
+        C::RequestBody => &[BODY],
+        C::Files => &[FILES],
+        C::MultipartPartHeaders => &[PART_HEADERS],
+        C::Xml => &[XML],
+        _ => return None,
+    })
+}
+
+const SCALAR_STORE: u8 = 32;
+
 impl Data {
+    /// Every value of a store with its identity: a superset of what any selector of the
+    /// collections reading it yields.
+    pub fn store_values<'a>(&'a self, store: u8, out: &mut Vec<(Ident, &'a [u8])>) {
+        let pairs = |out: &mut Vec<(Ident, &'a [u8])>, p: &'a Pairs, id: u8, names: bool| {
+            for (i, (k, v)) in p.iter().enumerate() {
+                if let Ok(i) = u32::try_from(i) {
+                    out.push(((id, i), if names { k } else { v }));
+                }
+            }
+        };
+        match store {
+            GET => pairs(out, &self.args_get, GET, false),
+            POST => pairs(out, &self.args_post, POST, false),
+            COOKIES => pairs(out, &self.cookies, COOKIES, false),
+            HEADERS => pairs(out, &self.headers, HEADERS, false),
+            GET_NAMES => pairs(out, &self.args_get, GET_NAMES, true),
+            POST_NAMES => pairs(out, &self.args_post, POST_NAMES, true),
+            COOKIE_NAMES => pairs(out, &self.cookies, COOKIE_NAMES, true),
+            HEADER_NAMES => pairs(out, &self.headers, HEADER_NAMES, true),
+            PART_HEADERS => pairs(out, &self.part_headers, PART_HEADERS, false),
+            FILES => {
+                for (i, f) in self.files.iter().enumerate() {
+                    if let Ok(i) = u32::try_from(i) {
+                        out.push(((FILES, i), &f.filename));
+                    }
+                }
+            }
+            XML => {
+                if let Some(x) = &self.xml {
+                    out.push(((XML, 0), &x.root_text));
+                    for (i, a) in x.attribute_values.iter().enumerate() {
+                        if let Ok(i) = u32::try_from(i + 1) {
+                            out.push(((XML, i), a));
+                        }
+                    }
+                }
+            }
+            BODY => out.push(((BODY, 0), &self.body)),
+            s if s >= SCALAR_STORE => {
+                let l = &self.line;
+                let slot = s - SCALAR_STORE;
+                let v: &[u8] = match slot {
+                    0 => &l.request_filename,
+                    1 => &l.request_basename,
+                    2 => &l.request_uri,
+                    3 => &l.request_uri_raw,
+                    4 => &l.request_line,
+                    5 => &l.query_string,
+                    _ => return,
+                };
+                out.push(((SCALAR, u32::from(slot)), v));
+            }
+            _ => {}
+        }
+    }
+
     pub fn from_headers(req: &Request<'_>, settings: &Settings) -> Data {
         let line = request::request_line(req.method, req.target, req.protocol);
         let mut args_get = request::parse_urlencoded(&line.query_string);

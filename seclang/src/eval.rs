@@ -11,15 +11,19 @@
 //!   so twenty rules with the same `t:` list transform each argument once.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::data::{Data, Ident, Value};
 use crate::operator::Operator;
+use crate::prefilter;
 use crate::rule::{
     AllowScope, BodyProcessor, Ctl, Disruptive, EngineMode, Rule, RuleOperator, SetOp, TargetRef,
 };
 use crate::ruleset::{Entry, RuleSet};
+use crate::transform::Transform;
 use crate::variable::{Collection, Selector};
 
 /// One request as the engine sees it.
@@ -72,8 +76,8 @@ pub struct Outcome {
 }
 
 pub(crate) struct State {
-    pub tx: HashMap<String, Vec<u8>>,
-    pub persistent: HashMap<String, Vec<u8>>,
+    pub tx: FxHashMap<String, Vec<u8>>,
+    pub persistent: FxHashMap<String, Vec<u8>>,
     pub matched_var: (String, Vec<u8>),
     pub matched_vars: Vec<(String, Vec<u8>)>,
     pub highest_severity: Option<u8>,
@@ -87,8 +91,10 @@ pub(crate) struct State {
     skip_until: Option<String>,
     skip_next: u32,
     allow: Option<AllowScope>,
-    /// Transformation cache: (value identity, chain) → transformed value.
-    cache: HashMap<(Ident, usize), Arc<[u8]>>,
+    /// Transformation cache: (value identity, chain) → transformed value and prefilter hits.
+    cache: FxHashMap<u64, Slot>,
+    /// (store, chain) → the prefilter hits of all the store's values.
+    unions: FxHashMap<u64, prefilter::Hits>,
     captures: Vec<Vec<u8>>,
 }
 
@@ -100,8 +106,8 @@ impl RuleSet {
             return outcome;
         }
         let mut state = State {
-            tx: HashMap::new(),
-            persistent: HashMap::new(),
+            tx: FxHashMap::default(),
+            persistent: FxHashMap::default(),
             matched_var: Default::default(),
             matched_vars: Vec::new(),
             highest_severity: None,
@@ -115,7 +121,8 @@ impl RuleSet {
             skip_until: None,
             skip_next: 0,
             allow: None,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
+            unions: FxHashMap::default(),
             captures: Vec::new(),
         };
         let mut data = Data::from_headers(req, &self.settings);
@@ -296,6 +303,15 @@ impl RuleSet {
                     }
                 }
             };
+            if let (Some(bit), Some(stores)) = (link.prefilter, &link.stores)
+                && !link.negated
+                && self.use_prefilters
+                && !stores
+                    .iter()
+                    .any(|s| self.store_may_match(*s, link.chain_id, bit, data, state))
+            {
+                return false;
+            }
             let mut values: Vec<Value<'_>> = Vec::new();
             for var in &link.variables {
                 let start = values.len();
@@ -307,7 +323,10 @@ impl RuleSet {
                     head,
                     &mut values,
                 );
-                values.retain_from(start, |v| {
+                let excluded = !link.exclusions.is_empty()
+                    || !state.removed_targets_by_id.is_empty()
+                    || !state.removed_targets_by_tag.is_empty();
+                values.retain_from(start, excluded, |v| {
                     !link
                         .exclusions
                         .iter()
@@ -332,27 +351,28 @@ impl RuleSet {
             }
             let want_captures = link.capture;
             for v in &values {
-                let candidates = self.transformed(link, v, state);
-                for candidate in candidates {
-                    let mut caps = std::mem::take(&mut state.captures);
-                    let hit =
-                        op.matches(&candidate, want_captures.then_some(&mut caps)) != link.negated;
-                    if hit {
-                        if want_captures {
-                            for (i, c) in caps.iter().enumerate().take(10) {
-                                state.tx.insert(i.to_string(), c.clone());
-                            }
+                if link.multi_match {
+                    for candidate in transform_each(&link.transforms, &v.value) {
+                        let mut caps = std::mem::take(&mut state.captures);
+                        let hit = op.matches(&candidate, want_captures.then_some(&mut caps))
+                            != link.negated;
+                        if hit {
+                            record(link, head, v, &candidate, &caps, data, state);
+                            matched = true;
                         }
-                        let name = v.full_name();
-                        state.matched_var = (name.clone(), candidate.to_vec());
-                        state.matched_vars.push((name, candidate.to_vec()));
-                        for sv in &link.setvars {
-                            setvar(sv, data, state, head);
-                        }
-                        matched = true;
+                        state.captures = caps;
                     }
-                    state.captures = caps;
+                    continue;
                 }
+                let (candidate, may_match) = self.candidate(link, v, state);
+                let mut caps = std::mem::take(&mut state.captures);
+                let op_matched =
+                    may_match && op.matches(&candidate, want_captures.then_some(&mut caps));
+                if op_matched != link.negated {
+                    record(link, head, v, &candidate, &caps, data, state);
+                    matched = true;
+                }
+                state.captures = caps;
             }
         }
         if !matched {
@@ -364,45 +384,72 @@ impl RuleSet {
         }
     }
 
-    /// The values the operator sees for `v`: the final transformation result, or with
-    /// `multiMatch` the value before and after every transformation that changed it.
-    fn transformed<'v>(
+    /// Whether any value of `store`, transformed by `chain`, contains one of the strings of
+    /// prefilter bit `bit`. Computed once per (store, chain) and transaction; fills the
+    /// per-value cache as it goes.
+    fn store_may_match(
         &self,
-        rule: &Rule,
-        v: &'v Value<'_>,
+        store: u8,
+        chain: usize,
+        bit: u32,
+        data: &Data,
         state: &mut State,
-    ) -> Vec<Cow<'v, [u8]>> {
-        if rule.multi_match {
-            let mut out = vec![Cow::Borrowed(v.value.as_ref())];
-            let mut cur: Cow<'_, [u8]> = Cow::Borrowed(v.value.as_ref());
-            for t in rule.transforms.iter() {
-                if let Some(next) = t.apply(&cur) {
-                    cur = Cow::Owned(next);
-                    out.push(cur.clone());
-                }
-            }
-            return out;
+    ) -> bool {
+        let Some(Some(pf)) = self.prefilters.get(chain) else {
+            return true;
+        };
+        let key = (u64::from(store) << 32) | chain as u64;
+        if let Some(u) = state.unions.get(&key) {
+            return prefilter::has(u, bit);
         }
-        if rule.transforms.is_empty() {
-            return vec![Cow::Borrowed(v.value.as_ref())];
+        let transforms = &self.chains[chain];
+        let mut values = Vec::new();
+        data.store_values(store, &mut values);
+        let mut all = pf.empty();
+        for (ident, original) in values {
+            let Slot { value, hits } =
+                state
+                    .cache
+                    .entry(cache_key(ident, chain))
+                    .or_insert_with(|| Slot {
+                        value: shared(transform_all(transforms, original)),
+                        hits: None,
+                    });
+            let bytes: &[u8] = value.as_deref().unwrap_or(original);
+            prefilter::union(&mut all, hits.get_or_insert_with(|| pf.scan(bytes)));
         }
-        if let Some(ident) = v.ident
-            && let Some(hit) = state.cache.get(&(ident, rule.chain_id))
+        let may = prefilter::has(&all, bit);
+        state.unions.insert(key, all);
+        may
+    }
+
+    /// The value the operator sees for `v` (its transformation, cached per value and chain),
+    /// and whether the operator may match it at all: false when the chain's literal
+    /// prefilter found none of the strings every match of this link's regex contains.
+    fn candidate<'v>(&self, link: &Rule, v: &'v Value<'_>, state: &mut State) -> (Bytes<'v>, bool) {
+        let Some(ident) = v.ident else {
+            return (Bytes::from(transform_all(&link.transforms, &v.value)), true);
+        };
+        let Slot { value, hits } = state
+            .cache
+            .entry(cache_key(ident, link.chain_id))
+            .or_insert_with(|| Slot {
+                value: shared(transform_all(&link.transforms, &v.value)),
+                hits: None,
+            });
+        let bytes: &[u8] = value.as_deref().unwrap_or(&v.value);
+        let mut may_match = true;
+        if let Some(bit) = link.prefilter
+            && self.use_prefilters
+            && let Some(Some(pf)) = self.prefilters.get(link.chain_id)
         {
-            return vec![Cow::Owned(hit.to_vec())];
+            may_match = prefilter::has(hits.get_or_insert_with(|| pf.scan(bytes)), bit);
         }
-        let mut cur: Cow<'_, [u8]> = Cow::Borrowed(v.value.as_ref());
-        for t in rule.transforms.iter() {
-            if let Some(next) = t.apply(&cur) {
-                cur = Cow::Owned(next);
-            }
-        }
-        if let Some(ident) = v.ident {
-            state
-                .cache
-                .insert((ident, rule.chain_id), Arc::from(cur.as_ref()));
-        }
-        vec![cur]
+        let out = match value {
+            Some(t) => Bytes::Shared(t.clone()),
+            None => Bytes::Borrowed(&v.value),
+        };
+        (out, may_match)
     }
 
     fn dynamic_operator(&self, name: &str, arg: Vec<u8>) -> Option<Arc<Operator>> {
@@ -427,14 +474,115 @@ impl RuleSet {
     }
 }
 
+/// A transformed value: the original, a fresh result, or one shared with the cache.
+enum Bytes<'v> {
+    Borrowed(&'v [u8]),
+    Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
+}
+
+impl<'v> From<Cow<'v, [u8]>> for Bytes<'v> {
+    fn from(c: Cow<'v, [u8]>) -> Self {
+        match c {
+            Cow::Borrowed(b) => Bytes::Borrowed(b),
+            Cow::Owned(o) => Bytes::Owned(o),
+        }
+    }
+}
+
+impl std::ops::Deref for Bytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(o) => o,
+            Bytes::Shared(s) => s,
+        }
+    }
+}
+
+/// One cached transformation of a request value.
+pub(crate) struct Slot {
+    /// None: the chain left the value as it was.
+    value: Option<Rc<[u8]>>,
+    /// The chain's prefilter result for the value, once a rule asked.
+    hits: Option<prefilter::Hits>,
+}
+
+fn cache_key(ident: Ident, chain: usize) -> u64 {
+    (u64::from(ident.0) << 56) | (u64::from(ident.1) << 24) | chain as u64
+}
+
+fn shared(t: Cow<'_, [u8]>) -> Option<Rc<[u8]>> {
+    match t {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(t) => Some(Rc::from(t)),
+    }
+}
+
+fn transform_all<'v>(chain: &[Transform], input: &'v [u8]) -> Cow<'v, [u8]> {
+    let mut cur = Cow::Borrowed(input);
+    for t in chain {
+        if let Some(next) = t.apply(&cur) {
+            cur = Cow::Owned(next);
+        }
+    }
+    cur
+}
+
+/// `multiMatch`: the value before and after every transformation that changed it.
+fn transform_each<'v>(chain: &[Transform], input: &'v [u8]) -> Vec<Cow<'v, [u8]>> {
+    let mut out = vec![Cow::Borrowed(input)];
+    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(input);
+    for t in chain {
+        if let Some(next) = t.apply(&cur) {
+            cur = Cow::Owned(next);
+            out.push(cur.clone());
+        }
+    }
+    out
+}
+
+/// A link matched value `v` (as `candidate`): captures, `MATCHED_VAR(S)`, `setvar`.
+fn record(
+    link: &Rule,
+    head: &Rule,
+    v: &Value<'_>,
+    candidate: &[u8],
+    caps: &[Vec<u8>],
+    data: &Data,
+    state: &mut State,
+) {
+    if link.capture {
+        for (i, c) in caps.iter().enumerate().take(10) {
+            state.tx.insert(i.to_string(), c.clone());
+        }
+    }
+    let name = v.full_name();
+    state.matched_var = (name.clone(), candidate.to_vec());
+    state.matched_vars.push((name, candidate.to_vec()));
+    for sv in &link.setvars {
+        setvar(sv, data, state, head);
+    }
+}
+
 trait RetainFrom<T> {
-    fn retain_from(&mut self, start: usize, keep: impl FnMut(&T) -> bool);
+    fn retain_from(&mut self, start: usize, any: bool, keep: impl FnMut(&T) -> bool);
 }
 
 impl<T> RetainFrom<T> for Vec<T> {
-    fn retain_from(&mut self, start: usize, mut keep: impl FnMut(&T) -> bool) {
-        let tail: Vec<T> = self.drain(start..).filter(|v| keep(v)).collect();
-        self.extend(tail);
+    fn retain_from(&mut self, start: usize, any: bool, mut keep: impl FnMut(&T) -> bool) {
+        if !any {
+            return;
+        }
+        let mut kept = start;
+        for i in start..self.len() {
+            if keep(&self[i]) {
+                self.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.truncate(kept);
     }
 }
 

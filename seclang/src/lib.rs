@@ -28,6 +28,7 @@ pub mod eval;
 mod macros;
 pub mod operator;
 pub mod parse;
+mod prefilter;
 pub mod request;
 pub mod rule;
 pub mod ruleset;

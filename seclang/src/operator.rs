@@ -29,7 +29,8 @@ pub struct Operator {
 enum Kind {
     Rx(Regex),
     Fancy(Box<fancy_regex::Regex>),
-    Pm(AhoCorasick),
+    /// The automaton and its phrases, lower-cased (for the chain prefilter).
+    Pm(AhoCorasick, Vec<Vec<u8>>),
     Within(Vec<u8>),
     Contains(Vec<u8>),
     ContainsWord(Vec<u8>),
@@ -80,7 +81,7 @@ pub fn compile(
             }
             Err(e) => return Err(e),
         },
-        "pm" => Kind::Pm(phrases(arg.split_ascii_whitespace().map(str::as_bytes))?),
+        "pm" => phrases(arg.split_ascii_whitespace().map(str::as_bytes))?,
         "pmf" | "pmfromfile" => {
             let mut texts = Vec::new();
             for file in arg.split_ascii_whitespace() {
@@ -91,7 +92,7 @@ pub fn compile(
                 .flat_map(|t| t.lines())
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'));
-            Kind::Pm(phrases(lines.map(str::as_bytes))?)
+            phrases(lines.map(str::as_bytes))?
         }
         "within" => Kind::Within(arg.as_bytes().to_vec()),
         "contains" => Kind::Contains(arg.as_bytes().to_vec()),
@@ -138,7 +139,7 @@ impl Operator {
     pub fn name(&self) -> &'static str {
         match &self.kind {
             Kind::Rx(_) | Kind::Fancy(_) => "rx",
-            Kind::Pm(_) => "pm",
+            Kind::Pm(..) => "pm",
             Kind::Within(_) => "within",
             Kind::Contains(_) => "contains",
             Kind::ContainsWord(_) => "containsWord",
@@ -202,7 +203,7 @@ impl Operator {
                     Ok(None) | Err(_) => false,
                 }
             }
-            Kind::Pm(ac) => match ac.find(input) {
+            Kind::Pm(ac, _) => match ac.find(input) {
                 Some(m) => {
                     if let Some(caps) = captures {
                         caps.clear();
@@ -251,6 +252,17 @@ impl Operator {
             Kind::DetectXss => libinjectionrs::detect_xss(input).is_injection(),
             Kind::Unconditional => true,
             Kind::NoMatch | Kind::Unavailable(..) => false,
+        }
+    }
+
+    /// For `@rx` on the linear engine and `@pm`: strings one of which every match contains
+    /// (see `prefilter`).
+    pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        match &self.kind {
+            Kind::Rx(re) => crate::prefilter::required(re.as_str()),
+            // A phrase match is a match of one of the phrases.
+            Kind::Pm(_, phrases) if !phrases.iter().any(Vec::is_empty) => Some(phrases.clone()),
+            _ => None,
         }
     }
 
@@ -466,13 +478,17 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-fn phrases<'a>(list: impl Iterator<Item = &'a [u8]>) -> Result<AhoCorasick, String> {
+fn phrases<'a>(list: impl Iterator<Item = &'a [u8]>) -> Result<Kind, String> {
     let list: Vec<&[u8]> = list.collect();
-    AhoCorasickBuilder::new()
+    let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
-        .build(list)
-        .map_err(|e| format!("phrase list: {e}"))
+        .build(&list)
+        .map_err(|e| format!("phrase list: {e}"))?;
+    Ok(Kind::Pm(
+        ac,
+        list.iter().map(|p| p.to_ascii_lowercase()).collect(),
+    ))
 }
 
 /// ModSecurity's integer reading: leading whitespace, optional sign, digits; else 0.

@@ -156,6 +156,12 @@ pub struct Rule {
     pub transforms: Arc<[Transform]>,
     /// Index into the rule set's table of distinct transformation chains.
     pub chain_id: usize,
+    /// This link's bit in its chain's literal prefilter (see `prefilter`), if it has one.
+    pub prefilter: Option<u32>,
+    /// With a prefilter: the stores of every value the link's variables can yield (see
+    /// `data::stores`), so a link whose strings no value of those stores contains is
+    /// skipped without collecting values. None: some variable is not from a store.
+    pub stores: Option<Vec<u8>>,
     pub multi_match: bool,
     pub capture: bool,
     pub setvars: Vec<SetVar>,

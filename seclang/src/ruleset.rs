@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::operator::Operator;
 use crate::parse::{self, Directive, Origin};
+use crate::prefilter::ChainPrefilter;
 use crate::rule::{self, Actions, Disruptive, EngineMode, Rule, RuleOperator, TargetRef};
 use crate::transform::Transform;
 
@@ -95,6 +96,10 @@ pub struct RuleSet {
     pub settings: Settings,
     /// Distinct transformation chains, indexed by `Rule::chain_id`.
     pub(crate) chains: Vec<Arc<[Transform]>>,
+    /// Per transformation chain: the literal prefilter of the `@rx` rules that use it.
+    pub(crate) prefilters: Vec<Option<ChainPrefilter>>,
+    /// Off only to compare against evaluation without prefilters.
+    pub(crate) use_prefilters: bool,
     /// Operators whose argument had macros, compiled per expanded argument.
     pub(crate) dynamic: Mutex<DynamicOperators>,
     limitations: Vec<String>,
@@ -151,6 +156,8 @@ impl<'a> Builder<'a> {
             defaults: Default::default(),
             settings: Settings::default(),
             chains: Vec::new(),
+            prefilters: Vec::new(),
+            use_prefilters: true,
             dynamic: Mutex::new(HashMap::new()),
             limitations: Vec::new(),
         };
@@ -341,7 +348,62 @@ impl<'a> Builder<'a> {
             });
         }
         apply_removals(&mut set, removals);
+        build_prefilters(&mut set);
         Ok(set)
+    }
+}
+
+/// Gives every `@rx` link with a required literal set a bit in its chain's prefilter.
+fn build_prefilters(set: &mut RuleSet) {
+    let mut per_chain: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new(); set.chains.len()];
+    for rule in &mut set.rules {
+        let mut link = Some(rule);
+        while let Some(l) = link {
+            if let RuleOperator::Static(op) = &l.operator
+                && !l.multi_match
+                && let Some(strings) = op.required_literals()
+                && let Some(sets) = per_chain.get_mut(l.chain_id)
+                && let Ok(bit) = u32::try_from(sets.len())
+            {
+                l.prefilter = Some(bit);
+                sets.push(strings);
+                l.stores = l
+                    .variables
+                    .iter()
+                    .map(|v| {
+                        (!v.count)
+                            .then(|| crate::data::stores(v.collection))
+                            .flatten()
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(|s| {
+                        let mut all: Vec<u8> = s.concat();
+                        all.sort_unstable();
+                        all.dedup();
+                        all
+                    });
+            }
+            link = l.chained.as_deref_mut();
+        }
+    }
+    set.prefilters = per_chain
+        .iter()
+        .map(|sets| {
+            (!sets.is_empty())
+                .then(|| ChainPrefilter::new(sets))
+                .flatten()
+        })
+        .collect();
+    // A chain whose automaton could not be built runs all its regexes.
+    for rule in &mut set.rules {
+        let mut link = Some(rule);
+        while let Some(l) = link {
+            if set.prefilters.get(l.chain_id).is_none_or(Option::is_none) {
+                l.prefilter = None;
+                l.stores = None;
+            }
+            link = l.chained.as_deref_mut();
+        }
     }
 }
 
@@ -392,6 +454,8 @@ fn compile_rule(
         negated,
         transforms: transforms.into(),
         chain_id: 0,
+        prefilter: None,
+        stores: None,
         multi_match: actions.multi_match,
         capture: actions.capture,
         setvars: actions.setvars,
@@ -425,6 +489,8 @@ fn placeholder(origin: &Origin) -> Rule {
         negated: false,
         transforms: Arc::from(Vec::new()),
         chain_id: 0,
+        prefilter: None,
+        stores: None,
         multi_match: false,
         capture: false,
         setvars: Vec::new(),
@@ -540,6 +606,30 @@ fn number(d: &Directive, v: &str) -> Result<usize, LoadError> {
 
 impl RuleSet {
     /// Rules that loaded but cannot do their job here (e.g. `@rbl` needs DNS), one line each.
+    /// Turns the literal prefilters off (they never change an outcome; this is for tests and
+    /// benchmarks that show so).
+    pub fn disable_prefilters(&mut self) {
+        self.use_prefilters = false;
+    }
+
+    /// How many `@rx` and `@pm` rule links have a literal prefilter, of how many.
+    pub fn prefiltered(&self) -> (usize, usize) {
+        let (mut with, mut all) = (0, 0);
+        for rule in &self.rules {
+            let mut link = Some(rule);
+            while let Some(l) = link {
+                if let RuleOperator::Static(op) = &l.operator
+                    && matches!(op.name(), "rx" | "pm")
+                {
+                    all += 1;
+                    with += usize::from(l.prefilter.is_some());
+                }
+                link = l.chained.as_deref();
+            }
+        }
+        (with, all)
+    }
+
     pub fn limitations(&self) -> &[String] {
         &self.limitations
     }

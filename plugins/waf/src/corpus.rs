@@ -85,8 +85,7 @@ fn config(paranoia: u8, rules: Option<&Value>) -> Config {
     serde_json::from_value(c).expect("config")
 }
 
-/// (blocked, ids of the rules that matched).
-fn verdict(set: &wasmgate_seclang::RuleSet, case: &Case) -> (bool, Vec<u32>) {
+fn evaluate(set: &wasmgate_seclang::RuleSet, case: &Case) -> wasmgate_seclang::Outcome {
     let req = wasmgate_seclang::Request {
         method: case.method.as_bytes(),
         target: case.target.as_bytes(),
@@ -100,7 +99,12 @@ fn verdict(set: &wasmgate_seclang::RuleSet, case: &Case) -> (bool, Vec<u32>) {
         remote_addr: "192.0.2.10",
         ..Default::default()
     };
-    let out = set.evaluate(&req);
+    set.evaluate(&req)
+}
+
+/// (blocked, ids of the rules that matched).
+fn verdict(set: &wasmgate_seclang::RuleSet, case: &Case) -> (bool, Vec<u32>) {
+    let out = evaluate(set, case);
     (
         out.intervention.is_some(),
         out.matched.iter().map(|m| m.id).collect(),
@@ -211,6 +215,39 @@ fn crs_with_api_defaults_keeps_benign_api_traffic_under_one_percent() {
                 b <= 5.5,
                 "CRS at paranoia 1 with the API defaults blocked {b:.1} % of benign requests"
             );
+        }
+    }
+}
+
+#[test]
+fn literal_prefilters_never_change_an_outcome() {
+    let Some(files) = crs_files() else {
+        println!("skipped: {CRS_RULES} is missing (apt-get install modsecurity-crs)");
+        return;
+    };
+    let mut cases = Vec::new();
+    for name in [
+        "attacks.jsonl",
+        "benign.jsonl",
+        "holdout-attacks.jsonl",
+        "holdout-benign.jsonl",
+        "crs-differential.jsonl",
+    ] {
+        cases.extend(load(name));
+    }
+    for paranoia in [1, 4] {
+        let fast = rule_set(&config(paranoia, Some(&files))).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut plain =
+            rule_set(&config(paranoia, Some(&files))).unwrap_or_else(|e| panic!("{e:?}"));
+        plain.disable_prefilters();
+        let (with, all) = fast.prefiltered();
+        println!("paranoia {paranoia}: {with} of {all} @rx links have a literal prefilter");
+        assert!(with * 2 > all, "{with} of {all}");
+        for case in &cases {
+            let (a, b) = (evaluate(&fast, case), evaluate(&plain, case));
+            assert_eq!(a.matched, b.matched, "{} at paranoia {paranoia}", case.id);
+            assert_eq!(a.intervention, b.intervention, "{}", case.id);
+            assert_eq!(a.anomaly_score, b.anomaly_score, "{}", case.id);
         }
     }
 }

@@ -1,0 +1,366 @@
+//! Literal prefilters: most CRS regexes cannot match unless the value contains one of a few
+//! strings (`select`, `<script`, `/etc/`…). At build time every `@rx` rule gets the set of
+//! strings one of which each of its matches must contain; the rules that share a
+//! transformation chain share one Aho-Corasick automaton over all their strings. A value is
+//! scanned once per chain and only the rules whose strings it contains run their regex — a
+//! clean request touches few regexes.
+//!
+//! The sets are derived from the regex's syntax tree, so they are sound by construction: a
+//! regex whose set the scan does not find cannot match (the scan is case-insensitive, which
+//! only lets more values through). A regex without such a set (`^.*$`, `\d{5}`) always runs.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// A required set with more strings than this is not worth the automaton's size.
+const MAX_REQUIRED: usize = 256;
+/// Cross products of exact sets (`(?:a|b)(?:c|d)`) stop growing here.
+const MAX_EXACT: usize = 64;
+/// A class with more members than this is not spelled out.
+const MAX_CLASS: usize = 8;
+
+/// Strings (lower-cased) one of which every match of `pattern` contains, when such a set
+/// exists and is small; `pattern` is parsed as the engine compiles it.
+pub(crate) fn required(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let set = need(&hir)?;
+    (!set.iter().any(Vec::is_empty)).then_some(set)
+}
+
+/// Every match of `h` contains one of these strings.
+fn need(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => None,
+        HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
+        HirKind::Class(c) => class_bytes(c).map(|b| b.into_iter().map(|x| vec![x]).collect()),
+        HirKind::Capture(c) => need(&c.sub),
+        HirKind::Repetition(r) if r.min == 0 => None,
+        HirKind::Repetition(r) => need(&r.sub),
+        HirKind::Alternation(alts) => {
+            let mut all = Vec::new();
+            for a in alts {
+                all.extend(need(a)?);
+            }
+            let all = minimal(all);
+            (all.len() <= MAX_REQUIRED).then_some(all)
+        }
+        HirKind::Concat(parts) => {
+            // Consecutive parts with small exact sets join into longer strings; every other
+            // part may itself have a required set. The best candidate wins.
+            let mut candidates: Vec<Vec<Vec<u8>>> = Vec::new();
+            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
+            for p in parts {
+                if let Some(e) = exact(p) {
+                    match product(&run, &e) {
+                        Some(joined) => run = joined,
+                        None => {
+                            candidates.push(std::mem::replace(&mut run, e));
+                        }
+                    }
+                    continue;
+                }
+                candidates.push(std::mem::replace(&mut run, vec![Vec::new()]));
+                if let Some(n) = need(p) {
+                    candidates.push(n);
+                }
+            }
+            candidates.push(run);
+            candidates
+                .into_iter()
+                .map(minimal)
+                .filter(|c| !c.is_empty() && c.iter().all(|s| !s.is_empty()))
+                .max_by_key(|c| {
+                    let shortest = c.iter().map(Vec::len).min().unwrap_or(0);
+                    (shortest.min(8), std::cmp::Reverse(c.len()))
+                })
+        }
+    }
+}
+
+/// The finite set of strings `h` matches (lower-cased), when it is small.
+fn exact(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(vec![Vec::new()]),
+        HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
+        HirKind::Class(c) => class_bytes(c)
+            .filter(|b| b.len() <= 4)
+            .map(|b| b.into_iter().map(|x| vec![x]).collect()),
+        HirKind::Capture(c) => exact(&c.sub),
+        HirKind::Repetition(r) => match (r.min, r.max) {
+            (1, Some(1)) => exact(&r.sub),
+            (0, Some(1)) => {
+                let mut s = exact(&r.sub)?;
+                s.push(Vec::new());
+                Some(dedup(s))
+            }
+            _ => None,
+        },
+        HirKind::Concat(parts) => {
+            let mut acc = vec![Vec::new()];
+            for p in parts {
+                acc = product(&acc, &exact(p)?)?;
+            }
+            Some(acc)
+        }
+        HirKind::Alternation(alts) => {
+            let mut all = Vec::new();
+            for a in alts {
+                all.extend(exact(a)?);
+            }
+            let all = dedup(all);
+            (all.len() <= MAX_EXACT).then_some(all)
+        }
+    }
+}
+
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len() * b.len() > MAX_EXACT {
+        return None;
+    }
+    let mut out = Vec::with_capacity(a.len() * b.len());
+    for x in a {
+        for y in b {
+            let mut s = x.clone();
+            s.extend_from_slice(y);
+            out.push(s);
+        }
+    }
+    Some(dedup(out))
+}
+
+/// The bytes of a small class, lower-cased (`[Ss]` is `s`).
+fn class_bytes(c: &Class) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut push = |start: u32, end: u32| -> Option<()> {
+        if end > 0x7f && matches!(c, Class::Unicode(_)) {
+            return None;
+        }
+        if end - start >= MAX_CLASS as u32 * 2 {
+            return None;
+        }
+        for b in start..=end {
+            out.push(u8::try_from(b).ok()?.to_ascii_lowercase());
+        }
+        Some(())
+    };
+    match c {
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                push(u32::from(r.start()), u32::from(r.end()))?;
+            }
+        }
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                push(u32::from(r.start()), u32::from(r.end()))?;
+            }
+        }
+    }
+    let out = dedup_bytes(out);
+    (!out.is_empty() && out.len() <= MAX_CLASS).then_some(out)
+}
+
+fn dedup_bytes(mut v: Vec<u8>) -> Vec<u8> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn dedup(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Drops strings that contain another string of the set: finding the shorter one is enough.
+fn minimal(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut set = dedup(set);
+    set.sort_by_key(Vec::len);
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for s in set {
+        if !kept.iter().any(|k| memchr::memmem::find(&s, k).is_some()) {
+            kept.push(s);
+        }
+    }
+    kept
+}
+
+/// The prefilter of one transformation chain: an automaton over the required strings of the
+/// rules that use the chain, and which rules (bits) each string lets through.
+#[derive(Debug)]
+pub(crate) struct ChainPrefilter {
+    automaton: AhoCorasick,
+    /// Per pattern: the rule bits it sets.
+    bits: Vec<Vec<u32>>,
+    words: usize,
+}
+
+/// Which of a chain's rules may match one value.
+pub(crate) type Hits = Box<[u64]>;
+
+impl ChainPrefilter {
+    /// `rules[bit]` is the required set of the rule given that bit.
+    pub(crate) fn new(rules: &[Vec<Vec<u8>>]) -> Option<ChainPrefilter> {
+        let mut strings: Vec<Vec<u8>> = Vec::new();
+        let mut bits: Vec<Vec<u32>> = Vec::new();
+        for (bit, set) in rules.iter().enumerate() {
+            let bit = u32::try_from(bit).ok()?;
+            for s in set {
+                match strings.iter().position(|x| x == s) {
+                    Some(i) => bits[i].push(bit),
+                    None => {
+                        strings.push(s.clone());
+                        bits.push(vec![bit]);
+                    }
+                }
+            }
+        }
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            // Scanned once per value and chain: the fastest automaton is worth its memory,
+            // up to a size (phrase files run to thousands of entries).
+            .kind((strings.len() <= 1000).then_some(AhoCorasickKind::DFA))
+            .build(&strings)
+            .ok()?;
+        Some(ChainPrefilter {
+            automaton,
+            bits,
+            words: rules.len().div_ceil(64),
+        })
+    }
+
+    pub(crate) fn empty(&self) -> Hits {
+        vec![0u64; self.words].into_boxed_slice()
+    }
+
+    pub(crate) fn scan(&self, value: &[u8]) -> Hits {
+        let mut hits = vec![0u64; self.words].into_boxed_slice();
+        for m in self.automaton.find_overlapping_iter(value) {
+            for &bit in &self.bits[m.pattern().as_usize()] {
+                hits[bit as usize / 64] |= 1 << (bit % 64);
+            }
+        }
+        hits
+    }
+}
+
+pub(crate) fn union(into: &mut Hits, from: &Hits) {
+    for (a, b) in into.iter_mut().zip(from.iter()) {
+        *a |= b;
+    }
+}
+
+pub(crate) fn has(hits: &Hits, bit: u32) -> bool {
+    hits.get(bit as usize / 64)
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(p: &str) -> Option<Vec<String>> {
+        required(p).map(|s| {
+            let mut v: Vec<String> = s
+                .into_iter()
+                .map(|b| String::from_utf8(b).unwrap())
+                .collect();
+            v.sort();
+            v
+        })
+    }
+
+    #[test]
+    fn literals_and_case_insensitive_words_become_lower_case_strings() {
+        assert_eq!(req("(?i)union\\s+select"), Some(vec!["select".into()]));
+        assert_eq!(req("<script"), Some(vec!["<script".into()]));
+        assert_eq!(
+            req("(?i:on(?:load|error))="),
+            Some(vec!["onerror=".into(), "onload=".into()])
+        );
+    }
+
+    #[test]
+    fn alternations_need_a_string_from_every_branch() {
+        assert_eq!(
+            req("(?:etc/passwd|boot\\.ini)"),
+            Some(vec!["boot.ini".into(), "etc/passwd".into()])
+        );
+        // One branch without a required string: no prefilter.
+        assert_eq!(req("(?:etc/passwd|\\d+)"), None);
+    }
+
+    #[test]
+    fn optional_and_unbounded_patterns_have_no_prefilter() {
+        assert_eq!(req("^.*$"), None);
+        assert_eq!(req("(?:select)?"), None);
+        assert_eq!(req("\\d{5}"), None);
+        assert_eq!(req(""), None);
+    }
+
+    #[test]
+    fn a_value_without_the_strings_cannot_match() {
+        let pf = ChainPrefilter::new(&[
+            required("(?i)union\\s+select").unwrap(),
+            required("<script").unwrap(),
+        ])
+        .unwrap();
+        let hits = pf.scan(b"1 UNION  SELECT 2");
+        assert!(has(&hits, 0) && !has(&hits, 1));
+        let hits = pf.scan(b"plain words");
+        assert!(!has(&hits, 0) && !has(&hits, 1));
+    }
+
+    /// Soundness: whenever the regex matches, the prefilter lets the value through.
+    #[test]
+    fn the_prefilter_never_rules_out_a_match() {
+        use proptest::test_runner::TestRunner;
+        for pattern in [
+            "(?i)(?:union|select)[ \\t]+(?:all|distinct)?",
+            "(?i)<(?:script|iframe|svg)[^>]*>",
+            "(?:\\.\\./|\\.\\.\\\\)+",
+            "(?i)s[Ee]lect|up(?:d|x)ate",
+            "a[bc]d?e",
+            "(?:x|y)(?:z|w)q+",
+            "(?i)[Jj]ava[Ss]cript:",
+        ] {
+            let re = regex::bytes::RegexBuilder::new(pattern)
+                .unicode(false)
+                .build()
+                .unwrap();
+            let pf = ChainPrefilter::new(&[required(pattern).expect(pattern)]).unwrap();
+            // Matches generated from the pattern without `(?i)`, then with random letters
+            // upper-cased (the generator's own case folding is Unicode's).
+            let values = (
+                "[ -~]{0,8}",
+                proptest::string::string_regex(pattern.trim_start_matches("(?i)")).unwrap(),
+                proptest::collection::vec(proptest::bool::ANY, 64),
+                "[ -~]{0,8}",
+            );
+            TestRunner::default()
+                .run(&values, |(a, m, flips, b)| {
+                    let m: String = m
+                        .chars()
+                        .zip(flips.iter().cycle())
+                        .map(|(c, f)| if *f { c.to_ascii_uppercase() } else { c })
+                        .collect();
+                    let v = format!("{a}{m}{b}");
+                    if pattern.starts_with("(?i)") {
+                        proptest::prop_assert!(re.is_match(v.as_bytes()));
+                    }
+                    if re.is_match(v.as_bytes()) {
+                        proptest::prop_assert!(has(&pf.scan(v.as_bytes()), 0), "{pattern} {v:?}");
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+}
