@@ -148,7 +148,10 @@ impl RuleSet {
         if state.body_access {
             data.process_body(req.body, state.processor, &self.settings);
         }
+        // The body added values: cached transformations and prefilter summaries of the
+        // stores are stale.
         state.cache.clear();
+        state.unions.clear();
         self.run_phase(2, &data, &mut state, &mut outcome);
         self.finish(&state, &mut outcome);
         outcome
