@@ -155,16 +155,24 @@ done
 url_of() { # base prefix req
   if [ "$3" = get ]; then echo "$1$2$QUERY"; else echo "$1$2/api/customers"; fi
 }
-# Every target must pass the request: a WAF that blocks it would be measured on its error path.
+# Every target must pass the request: a WAF that blocks it would be measured on its error
+# path, so such a target is left out (and said so).
+COMMON=(-H 'Host: localhost' -H 'Origin: https://app.example.com' -H 'Accept: application/json'
+  -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0')
+declare -A skip
 for t in "${targets[@]}"; do
   IFS='|' read -r name base prefix req <<<"$t"
+  [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && continue
   url=$(url_of "$base" "$prefix" "$req")
   if [ "$req" = get ]; then
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' -H 'Origin: https://app.example.com' "$url")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${COMMON[@]}" "$url")
   else
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' -H 'Content-Type: application/json' --data-binary "@$work/body-$req.json" "$url")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${COMMON[@]}" -H 'Content-Type: application/json' --data-binary "@$work/body-$req.json" "$url")
   fi
-  [ "$code" = 200 ] || { echo "$name: $url answered $code, not 200" >&2; exit 1; }
+  if [ "$code" != 200 ]; then
+    echo "left out: $name answers $code to the benign request" >&2
+    skip["$name"]=1
+  fi
 done
 
 declare -A results
@@ -175,8 +183,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for t in "${targets[@]}"; do
     IFS='|' read -r name base prefix req <<<"$t"
     [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && continue
+    [ -n "${skip[$name]:-}" ] && continue
     url=$(url_of "$base" "$prefix" "$req")
-    args=(-H 'Host: localhost' -H 'Origin: https://app.example.com')
+    args=("${COMMON[@]}")
     [ "$req" != get ] && args+=(-s "$work/post-$req.lua")
     out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" "$url")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
