@@ -81,6 +81,9 @@ addr = "127.0.0.1:19102"
 targets = ["127.0.0.1:19100"]
 [plugins.waf]
 module = "builtin:waf"
+# A compiled CRS needs more than the default 32 MiB per instance; below 4/3 of what it uses,
+# the pool recycles the instance after every request and each request pays for compiling CRS.
+memory_limit = "256 MiB"
 [[routes]]
 name = "builtin"
 match = { path_prefix = "/builtin" }
