@@ -13,6 +13,8 @@ mod cors;
 mod faults;
 mod front_door;
 mod limits;
+// The reference WAF (nginx + ModSecurity + CRS) for differential tests.
+mod modsecurity;
 mod observability;
 mod polyglot;
 mod protocols;
