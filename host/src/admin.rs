@@ -257,6 +257,7 @@ fn plugins(snapshot: &Snapshot) -> serde_json::Value {
                 json!({
                     "route": pool.route(),
                     "idle_instances": pool.idle_instances(),
+                    "instance_memory_bytes": pool.footprint(),
                     "hooks": { "request": pool.wants_request(), "response": pool.wants_response() },
                     "bodies": { "request": bodies.request, "response": bodies.response },
                 })

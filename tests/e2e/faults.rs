@@ -150,6 +150,90 @@ async fn a_fault_in_the_response_phase_becomes_500_and_earlier_plugins_still_run
     assert_contained("trap", "x-fault-response", "trap").await;
 }
 
+/// A gateway whose one route runs `testkit` with `config` under a 16 MiB memory limit.
+async fn memory_gateway(up: &Upstream, config: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"{MAIN_LISTENER}
+[upstreams.up]
+targets = ["{up}"]
+[plugins.testkit]
+module = "{testkit}"
+memory_limit = "16MiB"
+[[routes]]
+name = "r"
+match = {{ path_prefix = "/" }}
+upstream = "up"
+plugins = [{{ use = "testkit", config = {config} }}]
+"#,
+        up = up.addr,
+        testkit = plugin("testkit"),
+    ))
+    .await
+}
+
+/// `x-instance-calls` of `n` serial requests (with `leak_kib` KiB kept per request).
+async fn instance_calls(gw: &Gateway, n: usize, leak_kib: usize) -> Vec<u64> {
+    let c = client();
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let resp = c
+            .get(gw.url("/"))
+            .header("x-leak-kib", leak_kib.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        calls.push(
+            resp.headers()["x-instance-calls"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    calls
+}
+
+#[tokio::test]
+async fn an_instance_that_needs_most_of_its_limit_from_the_start_is_reused() {
+    // 12 of 16 MiB held from configure on, flat after: a replacement would be no smaller, so
+    // the instance serves request after request (recycling it each time would cost every
+    // request a fresh configure).
+    let up = Upstream::echo().await;
+    let gw = memory_gateway(&up, "{ hold_mib = 12 }").await;
+    assert_eq!(instance_calls(&gw, 6, 0).await, [1, 2, 3, 4, 5, 6]);
+    let warning = gw
+        .find_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("raise the plugin's memory_limit"))
+        })
+        .expect("a footprint near the limit is reported at startup");
+    assert_eq!(warning["plugin"], "testkit");
+    assert_eq!(warning["memory_limit"], 16 << 20);
+}
+
+#[tokio::test]
+async fn an_instance_whose_heap_keeps_growing_is_recycled_before_it_traps() {
+    // 1 MiB more per request: without recycling the 15th or so would find the memory full.
+    let up = Upstream::echo().await;
+    let gw = memory_gateway(&up, "{}").await;
+    let calls = instance_calls(&gw, 30, 1024).await;
+    let peak = *calls.iter().max().unwrap();
+    assert!(
+        peak > 4,
+        "the instance is reused while it has room: {calls:?}"
+    );
+    assert!(
+        calls.contains(&1) && calls[1..].contains(&1),
+        "and then replaced: {calls:?}"
+    );
+    assert!(
+        !gw.logs().iter().any(|l| l["level"] == "ERROR"),
+        "no request trapped"
+    );
+}
+
 #[tokio::test]
 async fn a_fail_open_plugin_is_skipped_and_the_request_proceeds() {
     let up = Upstream::echo().await;

@@ -80,6 +80,22 @@ pub struct PluginFault {
 struct Instance {
     store: Store<PluginState>,
     bindings: Plugin,
+    /// Its linear memory once configured: what the plugin needs before any request.
+    fresh: usize,
+}
+
+impl Instance {
+    /// Whether the instance has grown through three quarters of the headroom it had when
+    /// fresh. Garbage-collected guests (Python, JavaScript) grow their heap request after
+    /// request; recycling them here comes before a request finds the memory full and traps.
+    /// The measure is headroom, not the limit: an instance that needs most of its limit from
+    /// the start (a compiled rule set) but stays flat is kept, since its replacement would be
+    /// no smaller.
+    fn outgrown(&self, limit: usize) -> bool {
+        let memory = self.store.data().limits.high_water();
+        let headroom = limit.saturating_sub(self.fresh);
+        memory > self.fresh + headroom / 4 * 3
+    }
 }
 
 /// Why a call was cut off at its wall-clock deadline (classified as [`FaultKind::Timeout`]).
@@ -102,6 +118,8 @@ pub struct PluginPool {
     max_idle: usize,
     /// One permit per call in flight (and per instance being configured in the background).
     slots: Arc<Semaphore>,
+    /// Linear memory of the first instance once configured.
+    footprint: usize,
 }
 
 impl PluginPool {
@@ -141,6 +159,7 @@ impl PluginPool {
             idle: Mutex::new(Vec::new()),
             max_idle: (cores * 2).min(slots),
             slots: Arc::new(Semaphore::new(slots)),
+            footprint: 0,
         };
         let (instance, configured) = pool.instantiate().await?;
         match configured {
@@ -149,6 +168,18 @@ impl PluginPool {
         }
         pool.bodies = instance.store.data().body_limits;
         pool.asserted = instance.store.data().asserted_headers.clone();
+        pool.footprint = instance.fresh;
+        let limit = pool.plugin.settings.memory_limit;
+        if instance.fresh > limit / 4 * 3 {
+            tracing::warn!(
+                plugin = &*pool.label.plugin,
+                route = &*pool.label.route,
+                memory = instance.fresh,
+                memory_limit = limit,
+                "a configured instance already uses most of its memory_limit; \
+                 requests may exhaust the rest: raise the plugin's memory_limit"
+            );
+        }
         pool.checkin(instance);
         Ok(Ok(Arc::new(pool)))
     }
@@ -171,6 +202,11 @@ impl PluginPool {
     /// Configured instances waiting for a request.
     pub fn idle_instances(&self) -> usize {
         self.lock_idle().len()
+    }
+
+    /// Linear memory an instance holds once configured, before any request.
+    pub fn footprint(&self) -> usize {
+        self.footprint
     }
 
     /// The bodies the configured plugin reads, and up to what size.
@@ -297,22 +333,19 @@ impl PluginPool {
         let exchange = std::mem::replace(&mut instance.store.data_mut().exchange, Exchange::idle());
         match result {
             Ok(value) => {
-                let memory = instance.store.data().limits.high_water();
-                let pooled = self.plugin.settings.isolation == Isolation::Pooled;
-                if pooled && memory > self.plugin.settings.memory_limit / 4 * 3 {
-                    // Garbage-collected guests (Python, JavaScript) grow their heap request after
-                    // request. Recycle an instance past three quarters of its limit, before a
-                    // request finds it full and traps.
-                    tracing::debug!(
-                        plugin = &*self.label.plugin,
-                        route = &*self.label.route,
-                        memory,
-                        "recycling a plugin instance near its memory limit"
-                    );
-                    drop(instance);
-                    self.replenish();
-                } else if pooled {
-                    self.checkin(instance);
+                if self.plugin.settings.isolation == Isolation::Pooled {
+                    if instance.outgrown(self.plugin.settings.memory_limit) {
+                        tracing::debug!(
+                            plugin = &*self.label.plugin,
+                            route = &*self.label.route,
+                            memory = instance.store.data().limits.high_water(),
+                            "recycling a plugin instance that outgrew its headroom"
+                        );
+                        drop(instance);
+                        self.replenish();
+                    } else {
+                        self.checkin(instance);
+                    }
                 }
                 (exchange, Ok(value))
             }
@@ -415,7 +448,15 @@ impl PluginPool {
             .await
             .map_err(|e| self.fault(classify(&e), &e))?;
         store.data_mut().configuring = false;
-        Ok((Instance { store, bindings }, configured))
+        let fresh = store.data().limits.high_water();
+        Ok((
+            Instance {
+                store,
+                bindings,
+                fresh,
+            },
+            configured,
+        ))
     }
 
     fn fault(&self, kind: FaultKind, error: &wasmtime::Error) -> PluginFault {

@@ -12,8 +12,14 @@
 //!   sleeps `n` milliseconds through WASI (a monotonic-clock subscription the host waits on).
 //!   Both need the `clock` grant, and trap without it;
 //! - `x-context-set: key=value` stores `value` under `key` in the context (request phase);
+//! - `x-leak-kib: n` keeps `n` KiB more for the instance's lifetime (a heap that only grows);
+//!   the config's `hold_mib` is memory the instance holds from `configure` on (a large, flat
+//!   footprint, as a compiled rule set has); every response carries `x-instance-calls`, the
+//!   requests this instance has served, so a test sees whether instances are reused;
 //! - the response phase copies each context key listed in `expose_context` into a response
 //!   header `x-context-<key>`.
+
+use std::cell::{Cell, RefCell};
 
 use serde::Deserialize;
 use wasmgate_plugin_sdk::{
@@ -26,10 +32,16 @@ struct Config {
     /// Context keys to copy into response headers.
     #[serde(default)]
     expose_context: Vec<String>,
+    /// MiB to allocate in `configure` and hold.
+    #[serde(default)]
+    hold_mib: usize,
 }
 
 struct Testkit {
     expose_context: Vec<String>,
+    held: Vec<u8>,
+    leaked: RefCell<Vec<Vec<u8>>>,
+    calls: Cell<u64>,
 }
 
 fn misbehave(kind: Option<String>) {
@@ -66,11 +78,22 @@ impl Plugin for Testkit {
         }
         Ok(Testkit {
             expose_context: config.expose_context,
+            held: vec![1; config.hold_mib << 20],
+            leaked: RefCell::default(),
+            calls: Cell::new(0),
         })
     }
 
     fn on_request(&self, req: &Request, ctx: &Context) -> Action {
         misbehave(req.header("x-fault"));
+        self.calls.set(self.calls.get() + 1);
+        std::hint::black_box(&self.held);
+        if let Some(kib) = req
+            .header("x-leak-kib")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            self.leaked.borrow_mut().push(vec![1; kib << 10]);
+        }
         if req.header("x-fault").as_deref() == Some("set-body") {
             req.set_body(b"smuggled");
         }
@@ -105,6 +128,7 @@ impl Plugin for Testkit {
 
     fn on_response(&self, req: &Request, resp: &Response, ctx: &Context) {
         misbehave(req.header("x-fault-response"));
+        let _ = resp.set_header("x-instance-calls", &self.calls.get().to_string());
         for key in &self.expose_context {
             if let Some(value) = ctx.get(key) {
                 let _ = resp.set_header(&format!("x-context-{key}"), &value);
