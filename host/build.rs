@@ -17,7 +17,9 @@ fn main() {
     // Own target directory: sharing the outer build's would deadlock on cargo's lock.
     let target_dir = root.join("target").join("plugins");
 
-    for path in ["plugins", "plugin-sdk", "wit"] {
+    // Everything the guest build compiles: the plugins, the SDK, the WIT contract and the
+    // SecLang engine the waf plugin links.
+    for path in ["plugins", "plugin-sdk", "wit", "seclang"] {
         rerun_if_changed_tree(&root.join(path));
     }
 

@@ -17,7 +17,8 @@
 //! responses).
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::meta;
+use regex_automata::util::syntax;
 
 /// A compiled operator (negation `!` is handled by the caller).
 #[derive(Debug)]
@@ -27,7 +28,8 @@ pub struct Operator {
 
 #[derive(Debug)]
 enum Kind {
-    Rx(Regex),
+    /// A linear-time regex and its translated pattern.
+    Rx(Box<(meta::Regex, String)>),
     Fancy(Box<fancy_regex::Regex>),
     /// The automaton and its phrases, lower-cased (for the chain prefilter).
     Pm(AhoCorasick, Vec<Vec<u8>>),
@@ -75,7 +77,7 @@ pub fn compile(
 ) -> Result<Operator, String> {
     let kind = match name.to_ascii_lowercase().as_str() {
         "rx" => match regex(arg) {
-            Ok(re) => Kind::Rx(re),
+            Ok(rx) => rx,
             Err(e) if needs_backtracking(arg) => {
                 Kind::Fancy(Box::new(fancy(arg).map_err(|f| format!("{e}; {f}"))?))
             }
@@ -171,18 +173,25 @@ impl Operator {
     /// phrase found).
     pub fn matches(&self, input: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
         match &self.kind {
-            Kind::Rx(re) => match captures {
-                None => re.is_match(input),
-                Some(caps) => match re.captures(input) {
-                    Some(c) => {
-                        caps.clear();
-                        for g in c.iter().take(10) {
-                            caps.push(g.map(|m| m.as_bytes().to_vec()).unwrap_or_default());
-                        }
-                        true
+            Kind::Rx(rx) => match captures {
+                None => rx.0.is_match(input),
+                Some(caps) => {
+                    let re = &rx.0;
+                    let mut c = re.create_captures();
+                    re.captures(input, &mut c);
+                    if !c.is_match() {
+                        return false;
                     }
-                    None => false,
-                },
+                    caps.clear();
+                    for group in 0..c.group_len().min(10) {
+                        caps.push(
+                            c.get_group(group)
+                                .map(|span| input[span.range()].to_vec())
+                                .unwrap_or_default(),
+                        );
+                    }
+                    true
+                }
             },
             Kind::Fancy(re) => {
                 let text = String::from_utf8_lossy(input);
@@ -259,7 +268,7 @@ impl Operator {
     /// (see `prefilter`).
     pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
         match &self.kind {
-            Kind::Rx(re) => crate::prefilter::required(re.as_str()),
+            Kind::Rx(rx) => crate::prefilter::required(&rx.1),
             // A phrase match is a match of one of the phrases.
             Kind::Pm(_, phrases) if !phrases.iter().any(Vec::is_empty) => Some(phrases.clone()),
             _ => None,
@@ -275,18 +284,34 @@ impl Operator {
     }
 }
 
-/// Translates PCRE syntax with the same meaning and compiles as ModSecurity does.
-fn regex(pattern: &str) -> Result<Regex, String> {
+/// Translates PCRE syntax with the same meaning and compiles as ModSecurity does: bytes, not
+/// UTF-8; `.` matches a newline; `^`/`$` at line ends.
+///
+/// The engine's fully compiled DFA is left out: built for the `wasm32` target it reports
+/// match ends wrongly (`^(?:ht|f)tps?://(.*?)/` on `https://evil.example/x` ends after
+/// `https://`), which loses the captures CRS rules read back through `TX:0`–`TX:9`. The lazy
+/// DFA and the NFA engines are unaffected, and are what a large CRS pattern uses anyway.
+fn regex(pattern: &str) -> Result<Kind, String> {
     let translated = translate(pattern);
-    RegexBuilder::new(&translated)
-        .unicode(false)
-        .dot_matches_new_line(true)
-        .multi_line(true)
-        .size_limit(64 << 20)
-        // The lazy DFA's cache per regex: CRS has hundreds of regexes, so keep each small.
-        .dfa_size_limit(512 << 10)
-        .build()
-        .map_err(|e| regex_error(pattern, &e.to_string()))
+    let re = meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .dfa(false)
+                .nfa_size_limit(Some(64 << 20))
+                // The lazy DFA's cache per regex: CRS has hundreds of regexes, so keep each
+                // small.
+                .hybrid_cache_capacity(512 << 10),
+        )
+        .syntax(
+            syntax::Config::new()
+                .unicode(false)
+                .utf8(false)
+                .dot_matches_new_line(true)
+                .multi_line(true),
+        )
+        .build(&translated)
+        .map_err(|e| regex_error(pattern, &e.to_string()))?;
+    Ok(Kind::Rx(Box::new((re, translated))))
 }
 
 /// A compile error, with a long pattern shortened (CRS patterns run to kilobytes).
@@ -351,14 +376,20 @@ fn translate(p: &str) -> String {
             continue;
         }
         if c >= 0x80 {
-            // A UTF-8 character in the pattern: match its bytes.
+            // A UTF-8 character in the pattern: match its bytes, as PCRE without UTF mode
+            // does. In a class each byte is a member of its own (`[’]` is `[\xe2\x80\x99]`);
+            // a group there would add `(`, `?`, `:` and `)` to the class.
             let len = utf8_len(c);
             let end = (i + len).min(b.len());
-            out.push_str("(?:");
+            if !in_class {
+                out.push_str("(?:");
+            }
             for byte in &b[i..end] {
                 out.push_str(&format!(r"\x{byte:02x}"));
             }
-            out.push(')');
+            if !in_class {
+                out.push(')');
+            }
             i = end;
             continue;
         }
@@ -645,6 +676,12 @@ mod tests {
         assert!(op("rx", r"x{,3}").matches(b"x{,3}", None));
         assert!(op("rx", r"\/etc\/passwd").matches(b"/etc/passwd", None));
         assert!(op("rx", "é").matches("café".as_bytes(), None));
+        // In a class, a UTF-8 character is its bytes (942430 lists `´’‘` among specials).
+        let class = op("rx", "^[a’]$");
+        assert!(class.matches(b"\xe2", None) && class.matches(b"\x99", None));
+        for other in ["?", "(", ":", ")", "’"] {
+            assert!(!class.matches(other.as_bytes(), None), "{other}");
+        }
     }
 
     #[test]

@@ -361,6 +361,37 @@ async fn user_rules_and_body_limits_apply() {
     assert_eq!(resp.status(), 413);
 }
 
+/// What a regex captured is what a chained rule reads back (`TX:1`), inside the Wasm sandbox
+/// as natively: CRS's session-fixation and content-type rules depend on it.
+#[tokio::test]
+async fn regex_captures_reach_the_chained_rule() {
+    let up = Upstream::echo().await;
+    let rules = r#"SecRule REQUEST_HEADERS:Referer "@rx ^(?:ht|f)tps?://(.*?)\/" "id:100002,phase:1,deny,log,capture,msg:'off-site referer',chain"
+  SecRule TX:1 "!@endsWith %{request_headers.host}" """#;
+    let gw = Gateway::start(&waf_config(
+        up.addr,
+        &format!("{{ rules_text = '''\n{rules}\n''' }}"),
+    ))
+    .await;
+    let status = |referer: &'static str| {
+        let request = client()
+            .get(gw.url("/"))
+            .header("host", "shop.example")
+            .header("referer", referer);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status("https://evil.example/landing").await, 403);
+    assert_eq!(status("https://www.shop.example/cart").await, 200);
+    let audit = gw.find_log(|l| l["plugin"] == "waf").unwrap();
+    assert!(
+        audit["message"]
+            .as_str()
+            .unwrap()
+            .contains("100002 \"off-site referer\" at TX:1"),
+        "{audit}"
+    );
+}
+
 #[tokio::test]
 async fn bad_waf_configs_are_refused_with_the_key() {
     let up = Upstream::echo().await;
