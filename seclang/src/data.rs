@@ -256,7 +256,13 @@ impl Data {
                         self.part_headers = m.part_headers;
                         self.multipart = Some(m.flags);
                     }
-                    Err(e) => self.reqbody_error = Some(format!("Multipart parsing error: {e}")),
+                    Err(e) => {
+                        self.reqbody_error = Some(format!("Multipart parsing error: {e}"));
+                        self.multipart = Some(request::MultipartFlags {
+                            error: true,
+                            ..Default::default()
+                        });
+                    }
                 }
             }
             None => {}

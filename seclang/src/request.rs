@@ -228,6 +228,8 @@ pub struct Multipart {
 /// The `MULTIPART_*` flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MultipartFlags {
+    /// The body could not be parsed at all (`REQBODY_ERROR` is set too).
+    pub error: bool,
     pub boundary_quoted: bool,
     pub boundary_whitespace: bool,
     pub data_before: bool,
@@ -247,7 +249,8 @@ impl MultipartFlags {
     /// `MULTIPART_STRICT_ERROR`, as ModSecurity computes it (quoted boundaries alone do not
     /// count: browsers do not send them, but they are legal).
     pub fn strict_error(&self) -> bool {
-        self.boundary_whitespace
+        self.error
+            || self.boundary_whitespace
             || self.data_before
             || self.data_after
             || self.header_folding
@@ -262,29 +265,12 @@ impl MultipartFlags {
 }
 
 /// A `multipart/form-data` body, given the `Content-Type` header value.
+///
+/// Strict where ModSecurity is strict, so that the two agree on what is a parse error (an
+/// ambiguous body is where a WAF and the application behind it read different fields).
 pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, String> {
     let mut flags = MultipartFlags::default();
-    let ct = String::from_utf8_lossy(content_type);
-    let lower = ct.to_ascii_lowercase();
-    let at = lower
-        .find("boundary")
-        .ok_or("no boundary in Content-Type")?;
-    let rest = ct[at + "boundary".len()..].trim_start();
-    let rest = rest
-        .strip_prefix('=')
-        .ok_or("malformed boundary parameter")?;
-    flags.boundary_whitespace = rest.starts_with(char::is_whitespace);
-    let rest = rest.trim_start();
-    let boundary = if let Some(q) = rest.strip_prefix('"') {
-        flags.boundary_quoted = true;
-        let end = q.find('"').ok_or("unterminated quoted boundary")?;
-        q[..end].to_owned()
-    } else {
-        rest.split(';').next().unwrap_or("").trim_end().to_owned()
-    };
-    if boundary.is_empty() || boundary.len() > 70 {
-        return Err("invalid boundary".into());
-    }
+    let boundary = multipart_boundary(content_type, &mut flags)?;
     let delimiter = format!("--{boundary}");
     let d = delimiter.as_bytes();
     let finder = memchr::memmem::Finder::new(d);
@@ -363,15 +349,18 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
             let hvalue = line[colon + 1..].trim_ascii();
             headers.push(line.to_vec());
             if hname.eq_ignore_ascii_case(b"content-disposition") {
-                let (n, f) = disposition(hvalue, &mut flags);
-                name = n;
-                filename = f;
+                (name, filename) = disposition(hvalue, &mut flags)?;
             } else if hname.eq_ignore_ascii_case(b"content-type") {
                 content_type = hvalue.to_vec();
             }
         }
         for h in headers {
             out.part_headers.push((name.clone(), h));
+        }
+        if name.is_empty() {
+            // ModSecurity skips a part without a name.
+            flags.invalid_part = true;
+            continue;
         }
         match filename {
             Some(filename) => out.files.push(FilePart {
@@ -390,40 +379,176 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
     Ok(out)
 }
 
-/// `form-data; name="a"; filename="b.txt"` → (name, filename).
-fn disposition(value: &[u8], flags: &mut MultipartFlags) -> (Vec<u8>, Option<Vec<u8>>) {
-    let mut name = Vec::new();
-    let mut filename = None;
-    let mut params = value.split(|b| *b == b';');
-    let kind = params.next().unwrap_or_default().trim_ascii();
-    if !kind.eq_ignore_ascii_case(b"form-data") {
-        flags.invalid_part = true;
+/// The boundary of a `multipart/form-data; boundary=…` header value. Everything after `=` is
+/// the boundary (quotes removed), as ModSecurity reads it; more than one `boundary` parameter,
+/// anything but one `;` before it, partial quotes and characters outside RFC 2046's set are
+/// errors.
+fn multipart_boundary(content_type: &[u8], flags: &mut MultipartFlags) -> Result<String, String> {
+    const MIME: &[u8] = b"multipart/form-data";
+    if content_type.len() > 1024 {
+        return Err("invalid boundary in Content-Type (length)".into());
     }
-    for p in params {
-        let p = p.trim_ascii();
-        let Some(eq) = memchr::memchr(b'=', p) else {
-            continue;
+    if content_type.len() < MIME.len() || !content_type[..MIME.len()].eq_ignore_ascii_case(MIME) {
+        return Err("invalid MIME type".into());
+    }
+    let lower = content_type.to_ascii_lowercase();
+    let finder = memchr::memmem::Finder::new(b"boundary");
+    // A `boundary` with an `=` somewhere after it, as ModSecurity counts parameters.
+    let params = |text: &[u8]| {
+        finder
+            .find_iter(text)
+            .filter(|&at| text[at + 8..].contains(&b'='))
+            .count()
+    };
+    if params(&lower) > 1 {
+        return Err("multiple boundary parameters in Content-Type".into());
+    }
+    let at = finder.find(&lower).ok_or("no boundary in Content-Type")?;
+    let mut semicolons = 0;
+    for &c in &content_type[MIME.len()..at] {
+        match c {
+            b';' if semicolons == 0 => semicolons += 1,
+            c if c.is_ascii_whitespace() => {}
+            _ => return Err("invalid boundary in Content-Type (malformed)".into()),
+        }
+    }
+    flags.missing_semicolon = semicolons == 0;
+    let rest = &content_type[at + 8..];
+    let eq = memchr::memchr(b'=', rest).ok_or("invalid boundary in Content-Type (malformed)")?;
+    if !rest[..eq].iter().all(u8::is_ascii_whitespace) {
+        return Err("invalid boundary in Content-Type (parameter name)".into());
+    }
+    let mut value = &rest[eq + 1..];
+    flags.boundary_whitespace = eq > 0 || value.first().is_some_and(u8::is_ascii_whitespace);
+    value = value.trim_ascii_start();
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        flags.boundary_quoted = true;
+        value = &value[1..value.len() - 1];
+    } else if value.first() == Some(&b'"') || value.last() == Some(&b'"') {
+        return Err("invalid boundary in Content-Type (quote)".into());
+    }
+    if value.is_empty() || value.len() > 70 {
+        return Err("invalid boundary in Content-Type".into());
+    }
+    if params(&value.to_ascii_lowercase()) != 0 {
+        return Err("invalid boundary in Content-Type (content)".into());
+    }
+    let valid = |(i, &c): (usize, &u8)| {
+        c.is_ascii_alphanumeric()
+            || b"'()+_,-./:=?".contains(&c)
+            || (c == b' ' && i + 1 < value.len())
+    };
+    if !value.iter().enumerate().all(valid) {
+        return Err("invalid boundary in Content-Type (characters)".into());
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// A part's `Content-Disposition: form-data; name="a"; filename="b.txt"` → (name, filename),
+/// read as ModSecurity reads it: only `form-data`, only the `name` and `filename` parameters,
+/// each once, values quoted (`\"` and `\\` escapes) or tokens, and nothing but `;` between
+/// parameters. Anything else is an error.
+fn disposition(
+    value: &[u8],
+    flags: &mut MultipartFlags,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let invalid = |code: u8| Err(format!("invalid Content-Disposition header ({code})"));
+    let Some(mut p) = value.strip_prefix(b"form-data") else {
+        return invalid(1);
+    };
+    let mut name: Option<Vec<u8>> = None;
+    let mut filename: Option<Vec<u8>> = None;
+    let skip_blank =
+        |p: &[u8]| -> usize { p.iter().take_while(|c| matches!(c, b' ' | b'\t')).count() };
+    p = &p[skip_blank(p)..];
+    if p.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let Some(rest) = p.strip_prefix(b";") else {
+        return invalid(2);
+    };
+    p = rest;
+    while !p.is_empty() {
+        p = &p[skip_blank(p)..];
+        if p.is_empty() {
+            return invalid(3);
+        }
+        let key_len = p
+            .iter()
+            .take_while(|c| !matches!(c, b'=' | b' ' | b'\t'))
+            .count();
+        let key = &p[..key_len];
+        p = &p[key_len..];
+        p = &p[skip_blank(p)..];
+        let Some(rest) = p.strip_prefix(b"=") else {
+            return invalid(if p.is_empty() { 5 } else { 13 });
         };
-        let key = p[..eq].trim_ascii();
-        let mut v = p[eq + 1..].trim_ascii();
-        if let Some(inner) = v.strip_prefix(b"\"") {
-            match inner.strip_suffix(b"\"") {
-                Some(inner) => v = inner,
-                None => {
+        p = &rest[skip_blank(rest)..];
+        let mut v = Vec::new();
+        match p.first() {
+            None => return invalid(6),
+            Some(&quote @ (b'"' | b'\'')) => {
+                if quote == b'\'' {
                     flags.invalid_quoting = true;
-                    v = inner;
+                }
+                p = &p[1..];
+                if p.is_empty() {
+                    return invalid(7);
+                }
+                loop {
+                    match p {
+                        [] => break,
+                        [b'\\'] => return invalid(8),
+                        [b'\\', next, tail @ ..] if *next == quote || *next == b'\\' => {
+                            v.push(*next);
+                            p = tail;
+                        }
+                        [c, tail @ ..] if *c == quote => {
+                            p = tail;
+                            break;
+                        }
+                        [c, tail @ ..] => {
+                            v.push(*c);
+                            p = tail;
+                        }
+                    }
                 }
             }
-        } else if v.contains(&b'\'') || v.contains(&b'"') {
+            Some(_) => {
+                let n = p.iter().take_while(|&&c| is_token_char(c)).count();
+                v.extend_from_slice(&p[..n]);
+                p = &p[n..];
+            }
+        }
+        if v.contains(&b'\'') {
             flags.invalid_quoting = true;
         }
-        if key.eq_ignore_ascii_case(b"name") {
-            name = v.to_vec();
-        } else if key.eq_ignore_ascii_case(b"filename") || key.eq_ignore_ascii_case(b"filename*") {
-            filename = Some(v.to_vec());
+        let slot = match key {
+            b"name" => &mut name,
+            b"filename" => &mut filename,
+            _ => return invalid(11),
+        };
+        if slot.as_ref().is_some_and(|old| !old.is_empty()) {
+            return invalid(if key == b"name" { 14 } else { 15 });
+        }
+        *slot = Some(v);
+        if !p.is_empty() {
+            p = &p[skip_blank(p)..];
+            if p.is_empty() {
+                break;
+            }
+            let Some(rest) = p.strip_prefix(b";") else {
+                return invalid(12);
+            };
+            p = rest;
         }
     }
-    (name, filename)
+    Ok((name.unwrap_or_default(), filename))
+}
+
+/// An RFC 2616 token character.
+fn is_token_char(c: u8) -> bool {
+    c > 32 && c < 127 && !b"()<>@,;:\\\"/[]?=".contains(&c)
 }
 
 #[cfg(test)]
@@ -504,6 +629,56 @@ mod tests {
         assert_eq!(m.files[0].size, 5);
         assert_eq!(m.part_headers.len(), 3);
         assert!(!m.flags.strict_error());
+    }
+
+    #[test]
+    fn multipart_headers_modsecurity_refuses_are_errors() {
+        let part = |disposition: &str| {
+            format!("--XX\r\nContent-Disposition: {disposition}\r\n\r\nv\r\n--XX--\r\n")
+        };
+        let ct = b"multipart/form-data; boundary=XX";
+        for bad in [
+            r#"form-data; name="f"; filename=""><svg onload=alert(1)>.gif""#,
+            r#"form-data; name="a"; name="b""#,
+            r#"form-data; name="a"; size=3"#,
+            r#"form-data name="a""#,
+            r#"attachment; name="a""#,
+        ] {
+            assert!(parse_multipart(ct, part(bad).as_bytes()).is_err(), "{bad}");
+        }
+        let ok = parse_multipart(
+            ct,
+            part(r#"form-data; name="a\"b" ; filename=x.txt"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ok.files[0].name, br#"a"b"#);
+        assert_eq!(ok.files[0].filename, b"x.txt");
+        let quoted = parse_multipart(ct, part("form-data; name='a'").as_bytes()).unwrap();
+        assert!(quoted.flags.invalid_quoting);
+        let unnamed = parse_multipart(ct, part("form-data").as_bytes()).unwrap();
+        assert!(unnamed.args.is_empty() && unnamed.flags.invalid_part);
+    }
+
+    #[test]
+    fn multipart_boundaries_modsecurity_refuses_are_errors() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--XX--\r\n";
+        for bad in [
+            "multipart/form-data; boundary=XX; boundary=YY",
+            "multipart/form-data; boundary=XXboundary=YY",
+            "multipart/form-data; charset=utf-8; boundary=XX",
+            "multipart/form-data; boundary=\"XX",
+            "multipart/form-data; boundary=XX; charset=utf-8",
+            "multipart/form-data; boundaryx=XX",
+            "text/plain; boundary=XX",
+        ] {
+            assert!(parse_multipart(bad.as_bytes(), body).is_err(), "{bad}");
+        }
+        let quoted = parse_multipart(b"multipart/form-data; boundary=\"XX\"", body).unwrap();
+        let named = b"--aBoundaryZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--aBoundaryZ--\r\n";
+        assert!(parse_multipart(b"multipart/form-data; boundary=aBoundaryZ", named).is_ok());
+        assert!(quoted.flags.boundary_quoted);
+        let bare = parse_multipart(b"multipart/form-data boundary=XX", body).unwrap();
+        assert!(bare.flags.missing_semicolon && bare.flags.strict_error());
     }
 
     #[test]
