@@ -17,10 +17,19 @@ if ! command -v redis-server >/dev/null; then
     exit 1
   fi
 fi
-# The OWASP Core Rule Set (Debian's package) for the WAF's CRS tests; they say "skipped"
-# without it.
-if [ ! -d /usr/share/modsecurity-crs/rules ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq modsecurity-crs
+# The OWASP Core Rule Set and nginx + ModSecurity v3 (Debian's packages) for the WAF's CRS
+# tests and its differential test against ModSecurity; they say "skipped" without them. Where
+# they could be installed, the differential test is required to run.
+modsec_module=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
+if { [ ! -d /usr/share/modsecurity-crs/rules ] || [ ! -f "$modsec_module" ]; } \
+  && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    modsecurity-crs nginx libnginx-mod-http-modsecurity
+  # The package starts a system nginx on port 80; the tests run their own.
+  (command -v systemctl >/dev/null && systemctl stop nginx) >/dev/null 2>&1 || nginx -s stop >/dev/null 2>&1 || true
+fi
+if [ -d /usr/share/modsecurity-crs/rules ] && [ -f "$modsec_module" ]; then
+  export WASMGATE_REQUIRE_MODSECURITY=1
 fi
 
 # The plugins written in Python, JavaScript and C, with their toolchains.

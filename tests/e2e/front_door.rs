@@ -514,6 +514,30 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     assert_eq!(echoed(&response)["body"], "hello");
 }
 
+/// Content-Length beside Transfer-Encoding is the classic smuggling pair: the gateway frames
+/// the request by the chunked coding alone (RFC 9112 §6.1), sends the upstream a request it
+/// framed itself and closes the client connection after answering, so bytes hidden behind the
+/// chunked body never become a second request.
+#[tokio::test]
+async fn content_length_beside_transfer_encoding_smuggles_nothing() {
+    let up = Upstream::echo().await;
+    let gw = Gateway::start(&proxy_config(up.addr)).await;
+    for te in ["chunked", " chunked"] {
+        let smuggling = format!(
+            "POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: {te}\r\n\r\n\
+             1\r\nZ\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nhost: a\r\n\r\n"
+        );
+        let before = up.hits();
+        let (status, response) = raw(gw.addr(), &smuggling).await;
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+        let echo = echoed(&response);
+        assert_eq!(echo["uri"], "/x", "{response}");
+        assert_eq!(echo["body"], "Z", "{response}");
+        assert_eq!(up.hits(), before + 1, "the hidden GET reached the upstream");
+    }
+}
+
 #[tokio::test]
 async fn request_forms_that_servers_read_differently_are_refused_or_made_one() {
     let up = Upstream::echo().await;

@@ -28,3 +28,4 @@ mod transform;
 mod upstream_protocols;
 mod validation;
 mod waf;
+mod waf_differential;

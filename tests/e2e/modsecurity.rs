@@ -53,6 +53,23 @@ pub const CRS_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
 const UNICODE_MAP: &str = "/etc/nginx/unicode.mapping";
 const NGINX_CANDIDATES: [&str; 2] = ["/usr/sbin/nginx", "nginx"];
 
+/// The rules of the base configuration (modsecurity.conf-recommended): JSON and XML bodies
+/// to their processors, and a request whose body fails to parse refused. A differential test
+/// gives wasmgate the same rules in front of the CRS.
+pub const BASE_RULES: &str = r#"SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" \
+    "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" \
+    "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule &ARGS "@ge 1000" \
+    "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count',severity:2"
+SecRule REQBODY_ERROR "!@eq 0" \
+    "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{reqbody_error_msg}',severity:2"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" \
+    "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation'"
+SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" \
+    "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.'"
+"#;
+
 /// How long one exchange (send, response, close) may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -526,24 +543,12 @@ http {{
         r#"# Base configuration: modsecurity.conf-recommended, blocking, audit log of every transaction.
 SecRuleEngine On
 SecRequestBodyAccess On
-SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" \
-    "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
-SecRule REQUEST_HEADERS:Content-Type "^application/json" \
-    "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRequestBodyLimit 13107200
 SecRequestBodyNoFilesLimit 131072
 SecRequestBodyLimitAction Reject
 SecRequestBodyJsonDepthLimit 512
 SecArgumentsLimit 1000
-SecRule &ARGS "@ge 1000" \
-    "id:200007,phase:2,t:none,log,deny,status:400,msg:'Failed to fully parse request body due to large argument count',severity:2"
-SecRule REQBODY_ERROR "!@eq 0" \
-    "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body.',logdata:'%{{reqbody_error_msg}}',severity:2"
-SecRule MULTIPART_STRICT_ERROR "!@eq 0" \
-    "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation'"
-SecRule MULTIPART_UNMATCHED_BOUNDARY "@eq 1" \
-    "id:200004,phase:2,t:none,log,deny,msg:'Multipart parser detected a possible unmatched boundary.'"
-SecPcreMatchLimit 1000
+{BASE_RULES}SecPcreMatchLimit 1000
 SecPcreMatchLimitRecursion 1000
 SecRule TX:/^MSC_/ "!@streq 0" \
     "id:200005,phase:2,t:none,deny,msg:'ModSecurity internal error flagged: %{{MATCHED_VAR_NAME}}'"
@@ -568,6 +573,35 @@ Include {CRS_RULES_DIR}/*.conf
     );
     std::fs::write(dir.join("nginx.conf"), nginx).expect("writing nginx.conf");
     std::fs::write(dir.join("main.conf"), modsec).expect("writing main.conf");
+}
+
+/// Sends `request` to `127.0.0.1:port` on a connection of its own and returns every byte of
+/// the answer (empty if none came within the exchange timeout).
+pub async fn exchange_bytes(port: u16, request: &[u8], head: bool) -> Vec<u8> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(port, request, head, |_| {}))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// The status of the first final response in `bytes` (0 if none).
+pub fn response_status(bytes: &[u8]) -> u16 {
+    status_of(bytes)
+}
+
+/// The first value of header `name` (lower case) in the response head of `bytes`.
+pub fn response_header(bytes: &[u8], name: &str) -> Option<String> {
+    let end = find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end])
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
 }
 
 /// Connects, tells `on_connect` the local port, sends `request`, reads the response, then
