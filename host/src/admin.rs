@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 
 mod guard;
 mod redact;
+mod state_metrics;
 
 use guard::{AdminNames, Refusal};
 
@@ -160,7 +161,7 @@ async fn handle(
         (&Method::GET, "/metrics") => {
             let body = reloader.metrics()
                 + &crate::metrics::encode()
-                + &crate::metrics::encode_state(&reloader.current());
+                + &state_metrics::encode(&reloader.current());
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -281,7 +282,7 @@ fn plugins(snapshot: &Snapshot) -> serde_json::Value {
 
 /// `GET /upstreams`: per upstream, its strategy, circuit and targets' health.
 fn upstreams(snapshot: &Snapshot) -> serde_json::Value {
-    let now = crate::upstream::health::now_ms();
+    let now = crate::clock::now_ms();
     let mut out = serde_json::Map::new();
     for (name, upstream) in &snapshot.upstreams {
         let settings = upstream.settings();

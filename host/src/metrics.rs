@@ -5,7 +5,8 @@
 //! is bounded by the config. Per-route and per-upstream handles are created when the route or
 //! upstream is built, so counting a request takes no lock and allocates nothing; handles for
 //! the same labels survive reloads. State that is read rather than counted (target health,
-//! circuit state, pool sizes) is gathered from the serving snapshot at each scrape.
+//! circuit state, pool sizes) is gathered from the serving snapshot at each scrape, by the
+//! admin API (`admin::state_metrics`): this module depends on no other module of the gateway.
 //!
 //! Nothing is counted until [`enable`] is called, which the binary does when an admin
 //! listener will serve the metrics: a gateway without one pays nothing for them.
@@ -21,8 +22,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::snapshot::Snapshot;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
@@ -36,9 +35,9 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabels {
-    plugin: String,
-    route: String,
+pub(crate) struct PluginLabels {
+    pub(crate) plugin: String,
+    pub(crate) route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,8 +48,8 @@ struct PluginFaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamLabel {
-    upstream: String,
+pub(crate) struct UpstreamLabel {
+    pub(crate) upstream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,9 +65,9 @@ struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TargetLabels {
-    upstream: String,
-    target: String,
+pub(crate) struct TargetLabels {
+    pub(crate) upstream: String,
+    pub(crate) target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -448,87 +447,6 @@ pub fn connection_refused(limit: &'static str) {
 pub fn encode() -> String {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode_registry(&mut text, &METRICS.registry).is_err() {
-        text.clear();
-    }
-    text
-}
-
-/// The state of `snapshot` as gauges: target health and load, circuit state, pool sizes.
-/// Ends with `# EOF`.
-pub fn encode_state(snapshot: &Snapshot) -> String {
-    let mut registry = Registry::with_prefix("wasmgate");
-    let healthy = Family::<TargetLabels, Gauge>::default();
-    let outstanding = Family::<TargetLabels, Gauge>::default();
-    let circuit = Family::<UpstreamLabel, Gauge>::default();
-    let in_flight = Family::<UpstreamLabel, Gauge>::default();
-    let pending = Family::<UpstreamLabel, Gauge>::default();
-    let idle = Family::<PluginLabels, Gauge>::default();
-    let now = crate::upstream::health::now_ms();
-    for (name, upstream) in &snapshot.upstreams {
-        for target in upstream.targets() {
-            let labels = TargetLabels {
-                upstream: name.clone(),
-                target: target.authority.to_string(),
-            };
-            healthy
-                .get_or_create(&labels)
-                .set(i64::from(target.health.available(now)));
-            outstanding
-                .get_or_create(&labels)
-                .set(i64::from(target.outstanding()));
-        }
-        if let Some(c) = upstream.circuit() {
-            let label = UpstreamLabel {
-                upstream: name.clone(),
-            };
-            circuit.get_or_create(&label).set(c.state() as i64);
-            in_flight
-                .get_or_create(&label)
-                .set(i64::from(c.in_flight()));
-            pending.get_or_create(&label).set(i64::from(c.pending()));
-        }
-    }
-    for route in snapshot.routes.iter() {
-        for pool in &route.chain {
-            idle.get_or_create(&PluginLabels {
-                plugin: pool.plugin().name().to_owned(),
-                route: route.name.to_string(),
-            })
-            .set(pool.idle_instances() as i64);
-        }
-    }
-    registry.register(
-        "upstream_target_healthy",
-        "1 when the target takes requests (healthy and not ejected), else 0",
-        healthy,
-    );
-    registry.register(
-        "upstream_target_outstanding",
-        "Requests in flight to the target",
-        outstanding,
-    );
-    registry.register(
-        "upstream_circuit_state",
-        "Circuit breaker state: 0 closed, 1 open, 2 half-open",
-        circuit,
-    );
-    registry.register(
-        "upstream_circuit_in_flight",
-        "Requests in flight counted by the circuit breaker",
-        in_flight,
-    );
-    registry.register(
-        "upstream_circuit_pending",
-        "Requests waiting for a slot under max_requests",
-        pending,
-    );
-    registry.register(
-        "plugin_pool_idle_instances",
-        "Warm plugin instances waiting for a request, by plugin and route",
-        idle,
-    );
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();
     }
     text

@@ -9,7 +9,6 @@
 
 mod idle;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +29,6 @@ use idle::IdleClose;
 
 /// Pending connections the kernel queues per worker socket.
 const BACKLOG: i32 = 4096;
-
-thread_local! {
-    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Index of the worker thread running the caller (0 outside workers).
-pub fn worker_index() -> usize {
-    WORKER_INDEX.with(Cell::get)
-}
 
 /// Open client connections, in total and per IP address, shared by every worker.
 #[derive(Default)]
@@ -222,7 +212,7 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        WORKER_INDEX.with(|i| i.set(self.index));
+        crate::worker::enter(self.index);
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -358,7 +348,7 @@ impl AcceptLoop {
                 async move {
                     let response = proxy::handle(snapshot, conn, req).await;
                     Ok::<_, std::convert::Infallible>(match counted {
-                        Some(counted) => response.map(|b| proxy::body::holding(b, counted)),
+                        Some(counted) => response.map(|b| crate::body::holding(b, counted)),
                         None => response,
                     })
                 }

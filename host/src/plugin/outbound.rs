@@ -114,7 +114,7 @@ impl Outbound {
                 .client
                 .request(outgoing)
                 .await
-                .map_err(|e| Error::Connection(crate::proxy::error::chain(&e)))?;
+                .map_err(|e| Error::Connection(crate::errors::chain(&e)))?;
             let (head, body) = resp.into_parts();
             let body = Limited::new(body, self.settings.max_response)
                 .collect()

@@ -15,8 +15,8 @@ use http::header::{self, HeaderValue};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use super::body::{self, ProxyBody};
 use super::error::GatewayError;
+use crate::body::{self, ProxyBody};
 
 /// A body read for plugins.
 pub enum Buffered {

@@ -14,9 +14,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use super::body::{self, ProxyBody};
 use super::error::{self, GatewayError};
 use super::tunnel::ClientUpgrade;
+use crate::body::{self, ProxyBody};
 use crate::telemetry::RequestTrace;
 use crate::upstream::retry::Failure;
 use crate::upstream::{InFlight, Upstream};
@@ -200,7 +200,7 @@ async fn attempts(
                         target: "wasmgate::upstream",
                         upstream = upstream.name(),
                         upstream_target = %target,
-                        error = %error::chain(&e),
+                        error = %crate::errors::chain(&e),
                         suppressed,
                         "upstream request failed",
                     );

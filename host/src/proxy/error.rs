@@ -6,7 +6,7 @@
 
 use http::{Response, StatusCode, header};
 
-use super::body::{ProxyBody, full};
+use crate::body::{ProxyBody, full};
 
 /// Why the gateway answers instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub fn is_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 /// while it streamed upstream: the client's fault, not the upstream's.
 #[derive(Debug, thiserror::Error)]
 #[error("client request body: {0}")]
-pub struct ClientBodyError(#[source] pub super::body::BoxError);
+pub struct ClientBodyError(#[source] pub crate::body::BoxError);
 
 /// Whether an upstream client error was caused by the client's own request body.
 pub fn is_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -148,16 +148,4 @@ pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// An error and its causes on one line, `outer: inner: root`, for logs.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }

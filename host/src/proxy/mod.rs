@@ -13,7 +13,6 @@
 //! A plugin fault ends the request phase like an answer would (500), unless the plugin is
 //! configured `on_error = "skip"`, in which case it is left out of this request entirely.
 
-pub mod body;
 mod buffer;
 mod dispatch;
 pub mod error;
@@ -31,13 +30,13 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use crate::body::{self, ProxyBody};
 use crate::exchange::Exchange;
 use crate::plugin::contract::Action;
 use crate::plugin::{FailurePolicy, PluginFault, PluginPool, reply_into_response};
 use crate::router::RequestInfo;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Upstream;
-use body::ProxyBody;
 use buffer::Buffered;
 use dispatch::{Attempted, Outbound, OutboundBody};
 use error::GatewayError;

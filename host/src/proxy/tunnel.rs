@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::body::{self, ProxyBody};
 use super::error::GatewayError;
+use crate::body::{self, ProxyBody};
 
 /// Idle timeout of a tunnel whose request carried no [`TunnelLimits`].
 const DEFAULT_IDLE: Duration = Duration::from_secs(300);

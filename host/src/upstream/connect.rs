@@ -15,7 +15,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
 use super::UpstreamSettings;
-use crate::proxy::body::{self, ProxyBody};
+use crate::body::{self, ProxyBody};
 
 /// TLS to an upstream's targets.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ impl UpstreamClient {
         // hold up the checks of every target.
         let answer = async {
             match self.client.request(request).await {
-                Err(e) => Err(crate::proxy::error::chain(&e)),
+                Err(e) => Err(crate::errors::chain(&e)),
                 Ok(response) => Ok(drain(response).await),
             }
         };

@@ -5,11 +5,12 @@
 //! A target takes requests while it is healthy by its active checks (or has none) and not
 //! ejected. State lives in atomics, so the request path reads it without a lock.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
+
+use crate::clock::now_ms;
 
 /// `outlier_detection = { … }`: passive checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,12 +63,6 @@ impl ActiveSettings {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock, from 1 (0 stands for "never").
-pub fn now_ms() -> u64 {
-    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64 + 1
-}
-
 /// Why a target's health changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -113,7 +108,7 @@ impl Default for TargetHealth {
 }
 
 impl TargetHealth {
-    /// Whether the target may take requests at `now` (from [`now_ms`]).
+    /// Whether the target may take requests at `now` (from [`crate::clock::now_ms`]).
     pub fn available(&self, now: u64) -> bool {
         self.healthy.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= now
     }

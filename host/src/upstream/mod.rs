@@ -231,7 +231,7 @@ impl Upstream {
 
     /// The calling worker's pooled HTTP client.
     pub fn client(&self) -> &UpstreamClient {
-        &self.clients[crate::server::worker_index() % self.clients.len()]
+        &self.clients[crate::worker::index() % self.clients.len()]
     }
 
     /// The consistent-hash key of a request, when the upstream hashes and the request has it.
@@ -254,7 +254,7 @@ impl Upstream {
         key: Option<u64>,
         avoid: Option<usize>,
     ) -> Option<(usize, InFlight)> {
-        let now = health::now_ms();
+        let now = crate::clock::now_ms();
         let i = self.balancer.pick(&Pick {
             available: &|i| self.targets[i].health.available(now),
             outstanding: &|i| self.targets[i].outstanding(),
@@ -271,7 +271,7 @@ impl Upstream {
 
     /// Whether a target other than `i` may take requests now.
     pub fn another_available(&self, i: usize) -> bool {
-        let now = health::now_ms();
+        let now = crate::clock::now_ms();
         self.targets
             .iter()
             .enumerate()
@@ -289,7 +289,7 @@ impl Upstream {
             return;
         };
         let may_eject = || {
-            let now = health::now_ms();
+            let now = crate::clock::now_ms();
             let ejected = self
                 .targets
                 .iter()

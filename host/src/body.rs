@@ -1,5 +1,6 @@
 //! The body type that flows through the gateway in both directions: streamed from the peer,
-//! or a complete buffer produced by the gateway or a plugin.
+//! or a complete buffer produced by the gateway or a plugin. A leaf module: the server, the
+//! request driver, the upstream clients and the access log all share it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
