@@ -84,6 +84,7 @@ module = "builtin:waf"
 # A compiled CRS takes about 27 MiB per instance: the default 32 MiB leaves too little for
 # request bodies (as the README says).
 memory_limit = "128 MiB"
+timeout = "250ms"
 [[routes]]
 name = "builtin"
 match = { path_prefix = "/builtin" }

@@ -462,6 +462,19 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the gateway said: the cause of a 500 is in its log.
+        if std::thread::panicking()
+            && let Ok(lines) = self.logs.lock()
+        {
+            let start = lines.len().saturating_sub(40);
+            eprintln!(
+                "--- the gateway's last {} log lines ---",
+                lines.len() - start
+            );
+            for line in &lines[start..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -441,6 +441,8 @@ fn crs_config(upstream: SocketAddr, rules_dir: &std::path::Path, waf: &str) -> S
 targets = ["{upstream}"]
 [plugins.waf]
 module = "builtin:waf"
+memory_limit = "128 MiB"
+timeout = "250ms"
 [[routes]]
 name = "api"
 upstream = "up"

@@ -80,6 +80,7 @@ targets = ["{upstream}"]
 [plugins.waf]
 module = "builtin:waf"
 memory_limit = "128 MiB"
+timeout = "250ms"
 "#
     );
     for paranoia in PARANOIA {

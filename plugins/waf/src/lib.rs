@@ -125,6 +125,7 @@ impl Plugin for Waf {
         for limitation in rules.limitations() {
             log::info(&format!("waf: {limitation}"));
         }
+        warm_up(&rules);
         Ok(Self {
             rules,
             mode: config.mode,
@@ -191,6 +192,39 @@ impl Plugin for Waf {
         });
         Action::respond(Reply::new(status).json(&body))
     }
+}
+
+/// Runs two ordinary requests through freshly compiled rules, so that the regex engines'
+/// lazily built automata hold the states common traffic needs before the first real request
+/// (whose hook call would otherwise pay for them against its deadline). Their outcome is
+/// discarded and nothing is logged.
+fn warm_up(rules: &RuleSet) {
+    let headers: Vec<(&[u8], &[u8])> = vec![
+        (b"host", b"api.example.com"),
+        (
+            b"user-agent",
+            b"Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0",
+        ),
+        (b"accept", b"application/json"),
+        (b"content-type", b"application/json"),
+    ];
+    let get = wasmgate_seclang::Request {
+        method: b"GET",
+        target: b"/api/items?page=2&sort=name&q=blue+shoes",
+        protocol: b"HTTP/1.1",
+        headers: headers[..3].to_vec(),
+        remote_addr: "192.0.2.1",
+        ..Default::default()
+    };
+    let post = wasmgate_seclang::Request {
+        method: b"POST",
+        target: b"/api/orders",
+        headers,
+        body: Some(br#"{"customer":{"name":"Ada Lovelace","email":"ada@example.com"},"items":[{"sku":"A-1","qty":2,"note":"Leave it at the door, please."}]}"#),
+        ..get.clone()
+    };
+    let _ = rules.evaluate(&get);
+    let _ = rules.evaluate(&post);
 }
 
 /// Compiles the configured rule set; an error names the config key and says what is wrong.
