@@ -15,6 +15,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request or response body: streamed or complete.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// The client's request body failed (bad chunked framing, a connection that closed early)
+/// while it streamed upstream: the client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod exchange;
+pub mod fields;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;

@@ -4,9 +4,9 @@
 //! `impl Plugin` block exports it as a WebAssembly component implementing the
 //! `wasmgate:plugin` contract:
 //!
-//! ```ignore
+//! ```
 //! use serde::Deserialize;
-//! use wasmgate_plugin_sdk::{plugin, Action, ConfigError, Context, Plugin, Request};
+//! use wasmgate_plugin_sdk::{plugin, Action, ConfigError, Context, Plugin, Reply, Request};
 //!
 //! #[derive(Deserialize)]
 //! #[serde(deny_unknown_fields)]
@@ -544,7 +544,8 @@ pub mod auth {
 /// HTTP field rules shared by plugins that take header names and values from their config.
 pub mod fields {
     /// Fields the gateway manages itself (framing and hop-by-hop): edits to them are refused
-    /// with [`EditError::Forbidden`](crate::EditError::Forbidden).
+    /// with [`EditError::Forbidden`](crate::EditError::Forbidden). The host's
+    /// `fields::PLUGIN_PROTECTED` is the same list; a host test keeps them equal.
     pub const HOST_MANAGED: &[&str] = &[
         "connection",
         "content-length",

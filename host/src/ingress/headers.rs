@@ -9,6 +9,8 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 use ipnet::IpNet;
 
+use crate::fields::HOP_BY_HOP;
+
 /// Removed from every client request whatever the config says: frameworks behind a gateway
 /// honour them to rewrite the URL or the method the gateway routed on.
 pub const ALWAYS_STRIPPED: [HeaderName; 8] = [
@@ -48,17 +50,6 @@ const NOT_CONNECTION_NAMEABLE: [HeaderName; 3] = [
     header::HOST,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
-];
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1), `Upgrade` aside: the route decides on it.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
 ];
 
 /// What the gateway removes from client requests, worked out once per snapshot.
@@ -111,7 +102,8 @@ impl OwnedHeaders {
             .collect();
         let forwarded_kept = internal || self.trusts(peer);
         let owned = |name: &HeaderName| {
-            HOP_BY_HOP.contains(name)
+            // Hop-by-hop fields go, `Upgrade` aside: the route decides on it.
+            (name != header::UPGRADE && HOP_BY_HOP.contains(name))
                 || named.contains(name)
                 || (!internal && self.strip.contains(name))
                 || (!forwarded_kept && FORWARDING.contains(name))

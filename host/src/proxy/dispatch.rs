@@ -14,11 +14,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 
-use super::error::{self, GatewayError};
+use super::error::GatewayError;
 use super::tunnel::ClientUpgrade;
 use crate::body::{self, ProxyBody};
 use crate::telemetry::RequestTrace;
-use crate::upstream::retry::Failure;
+use crate::upstream::retry::{Failure, TransportError};
 use crate::upstream::{InFlight, Upstream};
 
 /// A request ready for the upstream, except for its target.
@@ -184,17 +184,15 @@ async fn attempts(
                 (Some(Failure::Timeout), Err(GatewayError::UpstreamTimeout))
             }
             Ok(Err(e)) => {
-                if error::is_body_limit(&e) {
-                    return Err(GatewayError::BodyTooLarge);
-                }
-                if error::is_client_body(&e) {
+                let transport = TransportError::of(&e);
+                match transport {
+                    TransportError::BodyTooLarge => return Err(GatewayError::BodyTooLarge),
                     // Bad chunked framing or a client that stopped sending: not the target's
                     // fault, so it counts against neither its health nor its circuit.
-                    return Err(GatewayError::BadRequestBody);
+                    TransportError::ClientBody => return Err(GatewayError::BadRequestBody),
+                    _ => {}
                 }
                 upstream.record(i, false);
-                let connect = e.is_connect();
-                let timed_out = connect && error::is_timeout(&e);
                 if let Some(suppressed) = picked.warnings.admit() {
                     tracing::warn!(
                         target: "wasmgate::upstream",
@@ -205,15 +203,17 @@ async fn attempts(
                         "upstream request failed",
                     );
                 }
-                refused = connect && !timed_out;
-                let (kind, failure, gateway_error) = match (connect, timed_out) {
-                    (true, true) => ("timeout", Failure::Connect, GatewayError::UpstreamTimeout),
-                    (true, false) => (
+                refused = transport == TransportError::ConnectFailed;
+                let (kind, failure, gateway_error) = match transport {
+                    TransportError::ConnectTimeout => {
+                        ("timeout", Failure::Connect, GatewayError::UpstreamTimeout)
+                    }
+                    TransportError::ConnectFailed => (
                         "unreachable",
                         Failure::Connect,
                         GatewayError::UpstreamUnreachable,
                     ),
-                    (false, _) => ("reset", Failure::Reset, GatewayError::UpstreamUnreachable),
+                    _ => ("reset", Failure::Reset, GatewayError::UpstreamUnreachable),
                 };
                 crate::metrics::upstream_error(upstream.name(), kind);
                 (Some(failure), Err(gateway_error))

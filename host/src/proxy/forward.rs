@@ -4,19 +4,7 @@
 //! A client's own forwarding headers were removed at ingress unless it is a trusted proxy
 //! ([`crate::ingress::headers`]), so what is set here is the gateway's word.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-/// Hop-by-hop fields: they describe one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,7 +17,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// plugin cannot set `Connection`, so nothing set since can be removed through it.
 /// `Transfer-Encoding` is left to hyper, which re-frames bodies on each connection.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
+    for name in &crate::fields::HOP_BY_HOP {
         headers.remove(name);
     }
 }

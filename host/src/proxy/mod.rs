@@ -505,7 +505,7 @@ impl ClientBody {
                 // Marked as the client's, so a broken body gets 400, not 502.
                 OutboundBody::Streaming(body::stream(http_body_util::BodyExt::map_err(
                     limited,
-                    error::ClientBodyError,
+                    crate::body::ClientBodyError,
                 )))
             }
             // Read, and no plugin left a body: the client sent none that decoded to anything.

@@ -46,6 +46,46 @@ pub enum Failure {
     Status(StatusCode),
 }
 
+/// What a failed exchange's transport error means, read off the types in its cause chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// The request body went over its limit while it streamed: the client's fault.
+    BodyTooLarge,
+    /// The client's request body failed while it streamed: the client's fault.
+    ClientBody,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// No connection: refused, unroutable, or the TLS handshake failed.
+    ConnectFailed,
+    /// The connection failed after the request was sent.
+    Reset,
+}
+
+impl TransportError {
+    /// Classifies an upstream client error.
+    pub fn of(error: &hyper_util::client::legacy::Error) -> Self {
+        let causes = || {
+            std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+        };
+        if causes().any(|e| e.is::<http_body_util::LengthLimitError>()) {
+            TransportError::BodyTooLarge
+        } else if causes().any(|e| e.is::<crate::body::ClientBodyError>()) {
+            TransportError::ClientBody
+        } else if !error.is_connect() {
+            TransportError::Reset
+        } else if causes().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        }) {
+            TransportError::ConnectTimeout
+        } else {
+            TransportError::ConnectFailed
+        }
+    }
+}
+
 impl Failure {
     /// The reason label in metrics.
     pub fn as_str(self) -> &'static str {
