@@ -53,7 +53,9 @@ use serde::de::DeserializeOwned;
 
 pub use wasmgate_plugin_sdk_macro::plugin;
 
+pub mod cookies;
 pub mod header_edits;
+pub mod query;
 
 /// Bindings generated from the `wasmgate:plugin` WIT package.
 #[doc(hidden)]
@@ -476,10 +478,16 @@ pub mod auth {
 
     /// The token of an `Authorization: Bearer <token>` header, if any.
     pub fn bearer_token(req: &crate::Request) -> Option<String> {
-        let value = req.header("authorization")?;
+        bearer_of(&req.header("authorization")?).map(str::to_owned)
+    }
+
+    /// The token in one `Authorization` value with the `Bearer` scheme (any case). A bare
+    /// `Bearer` carries no token: it is treated as no credential at all, as
+    /// [`bearer_token`] treats it.
+    pub fn bearer_of(value: &str) -> Option<&str> {
         let (scheme, token) = value.trim().split_once(' ')?;
         let token = token.trim();
-        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
     }
 
     /// RFC 6750 answers for bearer-token plugins, in one realm.

@@ -288,7 +288,8 @@ async fn each_kind_of_bad_token_gets_401_with_the_reason() {
     .await;
 
     // Malformed tokens of every shape.
-    for token in ["", "abc", "a.b.c", "!!!.???.***", &"A".repeat(20_000)] {
+    // (An empty token is no token: see missing_scope_is_403_and_missing_token_is_a_bare_challenge.)
+    for token in ["abc", "a.b.c", "!!!.???.***", &"A".repeat(20_000)] {
         assert_invalid(get(&gw, "/hs", Some(token)).await, "the token is malformed").await;
     }
 }
@@ -381,6 +382,23 @@ async fn missing_scope_is_403_and_missing_token_is_a_bare_challenge() {
     let resp = get(&gw, "/rs", None).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"api\"");
+
+    // A bare `Bearer` carries no token: the same answer as no header, as every plugin built on
+    // the SDK's `auth::bearer_of` gives it.
+    for bare in ["Bearer", "Bearer   ", "bearer"] {
+        let resp = client()
+            .get(gw.url("/rs"))
+            .header("authorization", bare)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{bare:?}");
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Bearer realm=\"api\"",
+            "{bare:?}"
+        );
+    }
     assert_eq!(up.hits(), 0);
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wasmgate_plugin_sdk::auth::{self, OnMissing};
-use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, fields, plugin};
+use wasmgate_plugin_sdk::{Action, ConfigError, Context, Plugin, Request, fields, plugin, query};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,11 +170,7 @@ impl ApiKey {
 
     fn key_in_query(&self, req: &Request) -> Option<String> {
         let name = self.query.as_deref()?;
-        let query = req.query()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| v.to_owned())
-        })
+        query::raw_values(req, name).into_iter().next()
     }
 }
 

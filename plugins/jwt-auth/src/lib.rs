@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use wasmgate_plugin_sdk::auth::{self, OnMissing};
 use wasmgate_plugin_sdk::jwt::{Algorithm, KeySet, Policy, VerifyError};
 use wasmgate_plugin_sdk::{
-    Action, ConfigError, Context, Plugin, Request, fields, http, log, plugin, state,
+    Action, ConfigError, Context, Plugin, Request, cookies, fields, http, log, plugin, query, state,
 };
 
 #[derive(Deserialize)]
@@ -383,34 +383,16 @@ impl JwtAuth {
         let mut tokens = Vec::new();
         for value in req.header_all(&self.header) {
             if self.header == "authorization" {
-                let mut parts = value.trim().splitn(2, ' ');
-                let scheme = parts.next().unwrap_or_default();
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    tokens.push(parts.next().unwrap_or_default().trim().to_owned());
-                }
+                tokens.extend(auth::bearer_of(&value).map(str::to_owned));
             } else {
                 tokens.push(value.trim().to_owned());
             }
         }
         if let Some(name) = &self.cookie {
-            for header in req.header_all("cookie") {
-                for pair in header.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=')
-                        && k == name
-                    {
-                        tokens.push(v.to_owned());
-                    }
-                }
-            }
+            tokens.extend(cookies::values(req, name));
         }
-        if let (Some(name), Some(query)) = (&self.query, req.query()) {
-            for pair in query.split('&') {
-                if let Some((k, v)) = pair.split_once('=')
-                    && k == name
-                {
-                    tokens.push(v.to_owned());
-                }
-            }
+        if let Some(name) = &self.query {
+            tokens.extend(query::raw_values(req, name));
         }
         tokens
     }

@@ -204,20 +204,7 @@ fn check_operation(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let cookies: Vec<(String, String)> = req
-        .header_all("cookie")
-        .iter()
-        .flat_map(|c| {
-            c.split(';')
-                .map(str::trim)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|pair| {
-            pair.split_once('=')
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        })
-        .collect();
+    let cookies = wasmgate_plugin_sdk::cookies::pairs(req);
     for param in &operation.parameters {
         let values: Vec<String> = match param.location {
             In::Path => path_params
