@@ -297,6 +297,8 @@ fn regex(pattern: &str) -> Result<Kind, String> {
         .configure(
             meta::Config::new()
                 .dfa(false)
+                // As `regex::bytes` does: an empty match may split a UTF-8 sequence.
+                .utf8_empty(false)
                 .nfa_size_limit(Some(64 << 20))
                 // The lazy DFA's cache per regex: CRS has hundreds of regexes, so keep each
                 // small.

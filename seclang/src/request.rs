@@ -332,6 +332,7 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
         let mut filename: Option<Vec<u8>> = None;
         let mut content_type = Vec::new();
         let mut headers = Vec::new();
+        let mut disposed = false;
         for line in head.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
@@ -347,8 +348,19 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
             };
             let hname = &line[..colon];
             let hvalue = line[colon + 1..].trim_ascii();
+            // A repeated part header is an error, as in ModSecurity: with two
+            // Content-Dispositions the WAF and the application could read different parts.
+            if headers.iter().any(|h: &Vec<u8>| {
+                h.len() > colon && h[colon] == b':' && h[..colon].eq_ignore_ascii_case(hname)
+            }) {
+                return Err(format!(
+                    "duplicate part header {}",
+                    String::from_utf8_lossy(hname)
+                ));
+            }
             headers.push(line.to_vec());
             if hname.eq_ignore_ascii_case(b"content-disposition") {
+                disposed = true;
                 (name, filename) = disposition(hvalue, &mut flags)?;
             } else if hname.eq_ignore_ascii_case(b"content-type") {
                 content_type = hvalue.to_vec();
@@ -357,12 +369,14 @@ pub fn parse_multipart(content_type: &[u8], body: &[u8]) -> Result<Multipart, St
         for h in headers {
             out.part_headers.push((name.clone(), h));
         }
-        if name.is_empty() {
-            // ModSecurity skips a part without a name.
-            flags.invalid_part = true;
-            continue;
+        if !disposed {
+            return Err("part missing Content-Disposition header".into());
         }
-        match filename {
+        if name.is_empty() {
+            return Err("Content-Disposition header missing name field".into());
+        }
+        // An empty filename makes no file, as in ModSecurity: the part is an argument.
+        match filename.filter(|f| !f.is_empty()) {
             Some(filename) => out.files.push(FilePart {
                 name,
                 filename,
@@ -655,8 +669,13 @@ mod tests {
         assert_eq!(ok.files[0].filename, b"x.txt");
         let quoted = parse_multipart(ct, part("form-data; name='a'").as_bytes()).unwrap();
         assert!(quoted.flags.invalid_quoting);
-        let unnamed = parse_multipart(ct, part("form-data").as_bytes()).unwrap();
-        assert!(unnamed.args.is_empty() && unnamed.flags.invalid_part);
+        assert!(parse_multipart(ct, part("form-data").as_bytes()).is_err());
+        let twice = "--XX\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Disposition: form-data; name=\"a\"; filename=\"x\"\r\n\r\nv\r\n--XX--\r\n";
+        assert!(parse_multipart(ct, twice.as_bytes()).is_err());
+        let no_file =
+            parse_multipart(ct, part(r#"form-data; name="a"; filename="""#).as_bytes()).unwrap();
+        assert!(no_file.files.is_empty());
+        assert_eq!(no_file.args, vec![(b"a".to_vec(), b"v".to_vec())]);
     }
 
     #[test]

@@ -155,6 +155,21 @@ async fn wasmgate_and_modsecurity_agree_on_every_request_of_the_differential_cor
             let request_id = response_header(&response, "x-request-id");
             ours.push((status, request_id));
         }
+        // The audit lines are read from the gateway's stderr in the background: a last,
+        // surely blocked request's line marks that every earlier one has been read.
+        let sentinel = format!(
+            "GET /?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E HTTP/1.1\r\nHost: localhost\r\n\
+             X-Differential-Paranoia: {paranoia}\r\nConnection: close\r\n\r\n"
+        );
+        let response = exchange_bytes(port, sentinel.as_bytes(), false).await;
+        let sentinel_id = response_header(&response, "x-request-id").expect("a request id");
+        assert!(
+            gw.find_log(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&sentinel_id)))
+                .is_some(),
+            "no audit line for the sentinel request"
+        );
         let logs = gw.logs();
         let audit: BTreeMap<String, Vec<u32>> = logs
             .iter()
