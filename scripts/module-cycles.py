@@ -14,6 +14,15 @@ from collections import defaultdict
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
 PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+# `use crate::{a, b::C}`: each first segment inside the braces is a module.
+GROUP = re.compile(r"\bcrate::\{([^}]*)\}")
+
+
+def targets(line: str) -> list[str]:
+    found = PATH.findall(line)
+    for group in GROUP.findall(line):
+        found += [p.strip().split("::")[0] for p in group.split(",") if p.strip()]
+    return found
 
 
 def owner(path: pathlib.Path) -> str:
@@ -31,7 +40,7 @@ def main() -> int:
             stripped = line.lstrip()
             if stripped.startswith("//"):
                 continue
-            for target in PATH.findall(line):
+            for target in targets(line):
                 if target != source:
                     edges[source][target].append(f"{path.relative_to(SRC.parent.parent)}:{number}")
     # Tarjan's strongly connected components.

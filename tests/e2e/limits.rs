@@ -106,8 +106,16 @@ async fn streamed_oversized_body_is_413() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![b'x'; 100_000])).collect();
     let body = reqwest::Body::wrap_stream(futures_stream(chunks));
-    let resp = client().post(gw.url("/")).body(body).send().await.unwrap();
-    assert_eq!(resp.status(), 413);
+    // The gateway answers 413 as soon as the limit is passed and closes the connection; a
+    // client still writing may see that close (broken pipe, reset) before it reads the
+    // answer. (The streamed part went upstream and was cut there at the limit.)
+    match client().post(gw.url("/")).body(body).send().await {
+        Ok(resp) => assert_eq!(resp.status(), 413),
+        Err(e) => assert!(
+            e.is_request() && !e.is_timeout(),
+            "the body was refused some other way: {e:?}"
+        ),
+    }
 }
 
 fn futures_stream(
