@@ -12,6 +12,12 @@ use crate::variable::{Collection, MultipartFlag, Selector};
 /// Identifies a stored request value for the transformation cache: (storage, index).
 pub(crate) type Ident = (u8, u32);
 
+/// The values a variable yields for one rule (most yield a few).
+pub(crate) type Values<'a> = smallvec::SmallVec<[Value<'a>; 8]>;
+
+/// The values of one store, with their identities (most stores hold a few).
+pub(crate) type StoreValues<'a> = smallvec::SmallVec<[(Ident, &'a [u8]); 16]>;
+
 /// One value a variable yields.
 #[derive(Debug, Clone)]
 pub(crate) struct Value<'a> {
@@ -22,16 +28,13 @@ pub(crate) struct Value<'a> {
 }
 
 impl Value<'_> {
-    /// `ARGS:q`, or `REQUEST_URI` for single-valued variables.
-    pub fn full_name(&self) -> String {
-        if self.key.is_empty() {
-            self.collection.name().to_owned()
-        } else {
-            format!(
-                "{}:{}",
-                self.collection.name(),
-                String::from_utf8_lossy(&self.key)
-            )
+    /// Appends the value's name to `out`: `ARGS:q`, or `REQUEST_URI` for single-valued
+    /// variables.
+    pub fn write_full_name(&self, out: &mut String) {
+        out.push_str(self.collection.name());
+        if !self.key.is_empty() {
+            out.push(':');
+            out.push_str(&String::from_utf8_lossy(&self.key));
         }
     }
 }
@@ -106,8 +109,8 @@ const SCALAR_STORE: u8 = 32;
 impl Data {
     /// Every value of a store with its identity: a superset of what any selector of the
     /// collections reading it yields.
-    pub fn store_values<'a>(&'a self, store: u8, out: &mut Vec<(Ident, &'a [u8])>) {
-        let pairs = |out: &mut Vec<(Ident, &'a [u8])>, p: &'a Pairs, id: u8, names: bool| {
+    pub fn store_values<'a>(&'a self, store: u8, out: &mut StoreValues<'a>) {
+        let pairs = |out: &mut StoreValues<'a>, p: &'a Pairs, id: u8, names: bool| {
             for (i, (k, v)) in p.iter().enumerate() {
                 if let Ok(i) = u32::try_from(i) {
                     out.push(((id, i), if names { k } else { v }));
@@ -275,11 +278,11 @@ impl Data {
         &'a self,
         collection: Collection,
         selector: &Selector,
-        out: &mut Vec<Value<'a>>,
+        out: &mut Values<'a>,
     ) {
         use Collection as C;
         let pairs =
-            |out: &mut Vec<Value<'a>>, store: &'a Pairs, id: u8, names: bool, coll: Collection| {
+            |out: &mut Values<'a>, store: &'a Pairs, id: u8, names: bool, coll: Collection| {
                 for (i, (k, v)) in store.iter().enumerate() {
                     if selector.matches_key(k) {
                         out.push(Value {
@@ -291,7 +294,7 @@ impl Data {
                     }
                 }
             };
-        let scalar = |out: &mut Vec<Value<'a>>, v: Cow<'a, [u8]>| {
+        let scalar = |out: &mut Values<'a>, v: Cow<'a, [u8]>| {
             out.push(Value {
                 collection,
                 key: Cow::Borrowed(b""),
@@ -494,7 +497,7 @@ impl Data {
 
     fn scalar_cached<'a>(
         &'a self,
-        out: &mut Vec<Value<'a>>,
+        out: &mut Values<'a>,
         collection: Collection,
         v: &'a [u8],
         slot: u32,

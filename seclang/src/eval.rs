@@ -15,8 +15,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
-use crate::data::{Data, Ident, Value};
+use crate::data::{Data, Ident, StoreValues, Value, Values};
 use crate::operator::Operator;
 use crate::prefilter;
 use crate::rule::{
@@ -75,11 +76,12 @@ pub struct Outcome {
     pub anomaly_score: i64,
 }
 
+#[derive(Default)]
 pub(crate) struct State {
     pub tx: FxHashMap<String, Vec<u8>>,
     pub persistent: FxHashMap<String, Vec<u8>>,
     pub matched_var: (String, Vec<u8>),
-    pub matched_vars: Vec<(String, Vec<u8>)>,
+    pub matched_vars: MatchedVars,
     pub highest_severity: Option<u8>,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
@@ -94,8 +96,40 @@ pub(crate) struct State {
     /// Transformation cache: (value identity, chain) → transformed value and prefilter hits.
     cache: FxHashMap<u64, Slot>,
     /// (store, chain) → the prefilter hits of all the store's values.
-    unions: FxHashMap<u64, prefilter::Hits>,
+    unions: FxHashMap<u64, u32>,
+    /// The words of the cache's prefilter hits.
+    hits: prefilter::HitsArena,
     captures: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Option<State>> = const { std::cell::RefCell::new(None) };
+}
+
+impl State {
+    /// Ready for a new transaction; the tables keep their capacity.
+    fn reset(&mut self, settings: &crate::ruleset::Settings) {
+        self.tx.clear();
+        self.persistent.clear();
+        self.matched_var.0.clear();
+        self.matched_var.1.clear();
+        self.matched_vars.clear();
+        self.highest_severity = None;
+        self.removed_ids.clear();
+        self.removed_tags.clear();
+        self.removed_targets_by_id.clear();
+        self.removed_targets_by_tag.clear();
+        self.engine = settings.engine;
+        self.processor = None;
+        self.body_access = settings.request_body_access;
+        self.skip_until = None;
+        self.skip_next = 0;
+        self.allow = None;
+        self.cache.clear();
+        self.unions.clear();
+        self.hits.clear();
+        self.captures.clear();
+    }
 }
 
 impl RuleSet {
@@ -105,36 +139,27 @@ impl RuleSet {
         if self.settings.engine == EngineMode::Off {
             return outcome;
         }
-        let mut state = State {
-            tx: FxHashMap::default(),
-            persistent: FxHashMap::default(),
-            matched_var: Default::default(),
-            matched_vars: Vec::new(),
-            highest_severity: None,
-            removed_ids: Vec::new(),
-            removed_tags: Vec::new(),
-            removed_targets_by_id: Vec::new(),
-            removed_targets_by_tag: Vec::new(),
-            engine: self.settings.engine,
-            processor: None,
-            body_access: self.settings.request_body_access,
-            skip_until: None,
-            skip_next: 0,
-            allow: None,
-            cache: FxHashMap::default(),
-            unions: FxHashMap::default(),
-            captures: Vec::new(),
-        };
+        // The scratch state of an earlier evaluation on this thread keeps its tables'
+        // capacity: a request then allocates little beyond its own values.
+        let mut state = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+        state.reset(&self.settings);
+        self.evaluate_in(req, &mut state, &mut outcome);
+        state.reset(&self.settings);
+        SCRATCH.with(|s| *s.borrow_mut() = Some(state));
+        outcome
+    }
+
+    fn evaluate_in(&self, req: &Request<'_>, state: &mut State, outcome: &mut Outcome) {
         let mut data = Data::from_headers(req, &self.settings);
         state.processor = data.default_processor();
         let body_too_large = req
             .body
             .is_some_and(|b| b.len() > self.settings.request_body_limit);
-        if !self.run_phase(1, &data, &mut state, &mut outcome) {
+        if !self.run_phase(1, &data, state, outcome) {
             if state.engine != EngineMode::Off {
-                self.finish(&state, &mut outcome);
+                self.finish(state, outcome);
             }
-            return outcome;
+            return;
         }
         if body_too_large && self.settings.reject_over_limit && state.engine == EngineMode::On {
             outcome.intervention = Some(Intervention {
@@ -142,8 +167,8 @@ impl RuleSet {
                 rule: 0,
                 location: None,
             });
-            self.finish(&state, &mut outcome);
-            return outcome;
+            self.finish(state, outcome);
+            return;
         }
         if state.body_access {
             data.process_body(req.body, state.processor, &self.settings);
@@ -152,9 +177,9 @@ impl RuleSet {
         // stores are stale.
         state.cache.clear();
         state.unions.clear();
-        self.run_phase(2, &data, &mut state, &mut outcome);
-        self.finish(&state, &mut outcome);
-        outcome
+        state.hits.clear();
+        self.run_phase(2, &data, state, outcome);
+        self.finish(state, outcome);
     }
 
     fn finish(&self, state: &State, outcome: &mut Outcome) {
@@ -203,7 +228,7 @@ impl RuleSet {
                 continue;
             }
             // The whole chain matched: each link's after-match actions, last link first.
-            let mut links = Vec::new();
+            let mut links = SmallVec::<[&Rule; 4]>::new();
             let mut link = Some(rule);
             while let Some(l) = link {
                 links.push(l);
@@ -311,11 +336,11 @@ impl RuleSet {
                 && self.use_prefilters
                 && !stores
                     .iter()
-                    .any(|s| self.store_may_match(*s, link.chain_id, bit, data, state))
+                    .any(|s| self.store_may_match(*s, link.scan_chain, bit, data, state))
             {
                 return false;
             }
-            let mut values: Vec<Value<'_>> = Vec::new();
+            let mut values = Values::new();
             for var in &link.variables {
                 let start = values.len();
                 collect(
@@ -402,13 +427,13 @@ impl RuleSet {
             return true;
         };
         let key = (u64::from(store) << 32) | chain as u64;
-        if let Some(u) = state.unions.get(&key) {
-            return prefilter::has(u, bit);
+        if let Some(&at) = state.unions.get(&key) {
+            return prefilter::has(state.hits.get(at, pf.words()), bit);
         }
         let transforms = &self.chains[chain];
-        let mut values = Vec::new();
+        let mut values = StoreValues::new();
         data.store_values(store, &mut values);
-        let mut all = pf.empty();
+        let all = state.hits.alloc(pf.words());
         for (ident, original) in values {
             let Slot { value, hits } =
                 state
@@ -419,40 +444,53 @@ impl RuleSet {
                         hits: None,
                     });
             let bytes: &[u8] = value.as_deref().unwrap_or(original);
-            prefilter::union(&mut all, hits.get_or_insert_with(|| pf.scan(bytes)));
+            let at = *hits.get_or_insert_with(|| pf.scan_into(bytes, &mut state.hits));
+            state.hits.union(all, at, pf.words());
         }
-        let may = prefilter::has(&all, bit);
+        let may = prefilter::has(state.hits.get(all, pf.words()), bit);
         state.unions.insert(key, all);
         may
     }
 
     /// The value the operator sees for `v` (its transformation, cached per value and chain),
-    /// and whether the operator may match it at all: false when the chain's literal
-    /// prefilter found none of the strings every match of this link's regex contains.
+    /// and whether the operator may match it at all: false when the scan chain's literal
+    /// prefilter found none of the strings every match of this link's regex contains (then
+    /// the value is not transformed further).
     fn candidate<'v>(&self, link: &Rule, v: &'v Value<'_>, state: &mut State) -> (Bytes<'v>, bool) {
         let Some(ident) = v.ident else {
             return (Bytes::from(transform_all(&link.transforms, &v.value)), true);
         };
-        let Slot { value, hits } = state
+        if let Some(bit) = link.prefilter
+            && self.use_prefilters
+            && !link.negated
+            && let Some(Some(pf)) = self.prefilters.get(link.scan_chain)
+        {
+            let scan_chain = &self.chains[link.scan_chain];
+            let Slot { value, hits } = state
+                .cache
+                .entry(cache_key(ident, link.scan_chain))
+                .or_insert_with(|| Slot {
+                    value: shared(transform_all(scan_chain, &v.value)),
+                    hits: None,
+                });
+            let bytes: &[u8] = value.as_deref().unwrap_or(&v.value);
+            let at = *hits.get_or_insert_with(|| pf.scan_into(bytes, &mut state.hits));
+            if !prefilter::has(state.hits.get(at, pf.words()), bit) {
+                return (Bytes::Borrowed(&v.value), false);
+            }
+        }
+        let Slot { value, .. } = state
             .cache
             .entry(cache_key(ident, link.chain_id))
             .or_insert_with(|| Slot {
                 value: shared(transform_all(&link.transforms, &v.value)),
                 hits: None,
             });
-        let bytes: &[u8] = value.as_deref().unwrap_or(&v.value);
-        let mut may_match = true;
-        if let Some(bit) = link.prefilter
-            && self.use_prefilters
-            && let Some(Some(pf)) = self.prefilters.get(link.chain_id)
-        {
-            may_match = prefilter::has(hits.get_or_insert_with(|| pf.scan(bytes)), bit);
-        }
         let out = match value {
             Some(t) => Bytes::Shared(t.clone()),
             None => Bytes::Borrowed(&v.value),
         };
-        (out, may_match)
+        (out, true)
     }
 
     fn dynamic_operator(&self, name: &str, arg: Vec<u8>) -> Option<Arc<Operator>> {
@@ -508,8 +546,9 @@ impl std::ops::Deref for Bytes<'_> {
 pub(crate) struct Slot {
     /// None: the chain left the value as it was.
     value: Option<Rc<[u8]>>,
-    /// The chain's prefilter result for the value, once a rule asked.
-    hits: Option<prefilter::Hits>,
+    /// Where the chain's prefilter result for the value is (in `State::hits`), once a rule
+    /// asked.
+    hits: Option<u32>,
 }
 
 fn cache_key(ident: Ident, chain: usize) -> u64 {
@@ -534,8 +573,9 @@ fn transform_all<'v>(chain: &[Transform], input: &'v [u8]) -> Cow<'v, [u8]> {
 }
 
 /// `multiMatch`: the value before and after every transformation that changed it.
-fn transform_each<'v>(chain: &[Transform], input: &'v [u8]) -> Vec<Cow<'v, [u8]>> {
-    let mut out = vec![Cow::Borrowed(input)];
+fn transform_each<'v>(chain: &[Transform], input: &'v [u8]) -> SmallVec<[Cow<'v, [u8]>; 4]> {
+    let mut out = SmallVec::new();
+    out.push(Cow::Borrowed(input));
     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(input);
     for t in chain {
         if let Some(next) = t.apply(&cur) {
@@ -561,11 +601,43 @@ fn record(
             state.tx.insert(i.to_string(), c.clone());
         }
     }
-    let name = v.full_name();
-    state.matched_var = (name.clone(), candidate.to_vec());
-    state.matched_vars.push((name, candidate.to_vec()));
+    let (name, value) = &mut state.matched_var;
+    name.clear();
+    v.write_full_name(name);
+    value.clear();
+    value.extend_from_slice(candidate);
+    state.matched_vars.push(name, candidate);
     for sv in &link.setvars {
         setvar(sv, data, state, head);
+    }
+}
+
+/// `MATCHED_VARS` of the rule being evaluated; its buffers are kept from rule to rule.
+#[derive(Default)]
+pub(crate) struct MatchedVars {
+    items: Vec<(String, Vec<u8>)>,
+    len: usize,
+}
+
+impl MatchedVars {
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn push(&mut self, name: &str, value: &[u8]) {
+        if let Some((n, v)) = self.items.get_mut(self.len) {
+            n.clear();
+            n.push_str(name);
+            v.clear();
+            v.extend_from_slice(value);
+        } else {
+            self.items.push((name.to_owned(), value.to_vec()));
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(String, Vec<u8>)> {
+        self.items[..self.len].iter()
     }
 }
 
@@ -573,8 +645,8 @@ trait RetainFrom<T> {
     fn retain_from(&mut self, start: usize, any: bool, keep: impl FnMut(&T) -> bool);
 }
 
-impl<T> RetainFrom<T> for Vec<T> {
-    fn retain_from(&mut self, start: usize, any: bool, mut keep: impl FnMut(&T) -> bool) {
+impl<A: smallvec::Array> RetainFrom<A::Item> for SmallVec<A> {
+    fn retain_from(&mut self, start: usize, any: bool, mut keep: impl FnMut(&A::Item) -> bool) {
         if !any {
             return;
         }
@@ -688,12 +760,17 @@ fn resolve_first(
             "phase" => rule.phase.to_string().into_bytes(),
             _ => Vec::new(),
         },
+        // The common case (`%{tx.critical_anomaly_score}`), without building a selector.
+        Collection::Tx if key.is_some() => key
+            .and_then(|k| state.tx.get(k))
+            .cloned()
+            .unwrap_or_default(),
         _ => {
             let selector = match key {
                 Some(k) => Selector::Key(k.to_owned()),
                 None => Selector::All,
             };
-            let mut values = Vec::new();
+            let mut values = Values::new();
             collect(c, &selector, data, state, rule, &mut values);
             values
                 .into_iter()
@@ -711,9 +788,9 @@ pub(crate) fn collect<'a>(
     data: &'a Data,
     state: &State,
     rule: &Rule,
-    out: &mut Vec<Value<'a>>,
+    out: &mut Values<'a>,
 ) {
-    let owned = |out: &mut Vec<Value<'a>>, key: &str, value: Vec<u8>| {
+    let owned = |out: &mut Values<'a>, key: &str, value: Vec<u8>| {
         out.push(Value {
             collection,
             key: Cow::Owned(key.as_bytes().to_vec()),
@@ -733,7 +810,12 @@ pub(crate) fn collect<'a>(
                 &state.persistent
             };
             if let Selector::Key(k) = selector {
-                if let Some(v) = store.get(&format!("{prefix}{k}")) {
+                let found = if prefix.is_empty() {
+                    store.get(k.as_str())
+                } else {
+                    store.get(&format!("{prefix}{k}"))
+                };
+                if let Some(v) = found {
                     owned(out, k, v.clone());
                 }
                 return;
@@ -751,14 +833,14 @@ pub(crate) fn collect<'a>(
         Collection::MatchedVar => owned(out, "", state.matched_var.1.clone()),
         Collection::MatchedVarName => owned(out, "", state.matched_var.0.clone().into_bytes()),
         Collection::MatchedVars => {
-            for (name, value) in &state.matched_vars {
+            for (name, value) in state.matched_vars.iter() {
                 if selector.matches_key(name.as_bytes()) {
                     owned(out, name, value.clone());
                 }
             }
         }
         Collection::MatchedVarsNames => {
-            for (name, _) in &state.matched_vars {
+            for (name, _) in state.matched_vars.iter() {
                 if selector.matches_key(name.as_bytes()) {
                     owned(out, name, name.clone().into_bytes());
                 }

@@ -137,6 +137,9 @@ pub fn compile(
     Ok(Operator { kind })
 }
 
+/// `@pm` lists longer than this run without a literal prefilter.
+const MAX_PREFILTERED_PHRASES: usize = 64;
+
 impl Operator {
     pub fn name(&self) -> &'static str {
         match &self.kind {
@@ -177,6 +180,10 @@ impl Operator {
                 None => rx.0.is_match(input),
                 Some(caps) => {
                     let re = &rx.0;
+                    // Most values do not match: find out without allocating captures.
+                    if !re.is_match(input) {
+                        return false;
+                    }
                     let mut c = re.create_captures();
                     re.captures(input, &mut c);
                     if !c.is_match() {
@@ -264,13 +271,20 @@ impl Operator {
         }
     }
 
-    /// For `@rx` on the linear engine and `@pm`: strings one of which every match contains
+    /// For `@rx` on the linear engine and short `@pm` lists: strings one of which every match contains
     /// (see `prefilter`).
     pub(crate) fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
         match &self.kind {
             Kind::Rx(rx) => crate::prefilter::required(&rx.1),
-            // A phrase match is a match of one of the phrases.
-            Kind::Pm(_, phrases) if !phrases.iter().any(Vec::is_empty) => Some(phrases.clone()),
+            // A phrase match is a match of one of the phrases. A long phrase list (the
+            // `@pmFromFile` lists run to hundreds) costs as much to prefilter as to run, and
+            // would turn its chain's automaton from a DFA into a slower NFA.
+            Kind::Pm(_, phrases)
+                if phrases.len() <= MAX_PREFILTERED_PHRASES
+                    && !phrases.iter().any(Vec::is_empty) =>
+            {
+                Some(phrases.clone())
+            }
             _ => None,
         }
     }

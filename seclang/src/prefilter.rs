@@ -201,8 +201,39 @@ pub(crate) struct ChainPrefilter {
     words: usize,
 }
 
-/// Which of a chain's rules may match one value.
-pub(crate) type Hits = Box<[u64]>;
+/// Which of a chain's rules may match each scanned value: a bit per rule, in runs of
+/// [`ChainPrefilter::words`] words kept in one per-request arena, so that scanning a value
+/// allocates nothing.
+#[derive(Default)]
+pub(crate) struct HitsArena(Vec<u64>);
+
+impl HitsArena {
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// A new run of `words` zero words.
+    pub(crate) fn alloc(&mut self, words: usize) -> u32 {
+        let at = self.0.len();
+        self.0.resize(at + words, 0);
+        u32::try_from(at).unwrap_or(u32::MAX)
+    }
+
+    /// ORs the run at `from` into the run at `into`.
+    pub(crate) fn union(&mut self, into: u32, from: u32, words: usize) {
+        for i in 0..words {
+            let w = self.0.get(from as usize + i).copied().unwrap_or(0);
+            if let Some(x) = self.0.get_mut(into as usize + i) {
+                *x |= w;
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, at: u32, words: usize) -> &[u64] {
+        let at = at as usize;
+        self.0.get(at..at + words).unwrap_or(&[])
+    }
+}
 
 impl ChainPrefilter {
     /// `rules[bit]` is the required set of the rule given that bit.
@@ -236,28 +267,31 @@ impl ChainPrefilter {
         })
     }
 
-    pub(crate) fn empty(&self) -> Hits {
-        vec![0u64; self.words].into_boxed_slice()
+    pub(crate) fn words(&self) -> usize {
+        self.words
     }
 
-    pub(crate) fn scan(&self, value: &[u8]) -> Hits {
-        let mut hits = vec![0u64; self.words].into_boxed_slice();
+    /// Scans `value` into a new run of words of `arena`; returns where the run starts.
+    pub(crate) fn scan_into(&self, value: &[u8], arena: &mut HitsArena) -> u32 {
+        let at = arena.alloc(self.words);
+        let hits = &mut arena.0[at as usize..];
         for m in self.automaton.find_overlapping_iter(value) {
             for &bit in &self.bits[m.pattern().as_usize()] {
                 hits[bit as usize / 64] |= 1 << (bit % 64);
             }
         }
-        hits
+        at
+    }
+
+    #[cfg(test)]
+    pub(crate) fn scan(&self, value: &[u8]) -> Vec<u64> {
+        let mut arena = HitsArena::default();
+        let at = self.scan_into(value, &mut arena);
+        arena.get(at, self.words).into()
     }
 }
 
-pub(crate) fn union(into: &mut Hits, from: &Hits) {
-    for (a, b) in into.iter_mut().zip(from.iter()) {
-        *a |= b;
-    }
-}
-
-pub(crate) fn has(hits: &Hits, bit: u32) -> bool {
+pub(crate) fn has(hits: &[u64], bit: u32) -> bool {
     hits.get(bit as usize / 64)
         .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }

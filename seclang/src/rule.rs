@@ -87,8 +87,10 @@ impl TargetRef {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineMode {
+    /// The default of [`crate::Settings`].
+    #[default]
     On,
     DetectionOnly,
     Off,
@@ -156,7 +158,11 @@ pub struct Rule {
     pub transforms: Arc<[Transform]>,
     /// Index into the rule set's table of distinct transformation chains.
     pub chain_id: usize,
-    /// This link's bit in its chain's literal prefilter (see `prefilter`), if it has one.
+    /// The chain the literal prefilter scans values under: `chain_id` without a trailing
+    /// `lowercase` (the prefilter ignores ASCII case), so `t:lowercase` rules share the scans
+    /// of `t:none` ones and lower-case a value only when their operator runs.
+    pub scan_chain: usize,
+    /// This link's bit in its scan chain's literal prefilter (see `prefilter`), if it has one.
     pub prefilter: Option<u32>,
     /// With a prefilter: the stores of every value the link's variables can yield (see
     /// `data::stores`), so a link whose strings no value of those stores contains is

@@ -355,14 +355,30 @@ impl<'a> Builder<'a> {
 
 /// Gives every `@rx` link with a required literal set a bit in its chain's prefilter.
 fn build_prefilters(set: &mut RuleSet) {
+    let mut chain_ids: HashMap<Vec<Transform>, usize> = set
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_vec(), i))
+        .collect();
     let mut per_chain: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new(); set.chains.len()];
     for rule in &mut set.rules {
         let mut link = Some(rule);
         while let Some(l) = link {
+            let mut scan = l.transforms.to_vec();
+            while scan.last() == Some(&Transform::Lowercase) {
+                scan.pop();
+            }
+            let next = set.chains.len();
+            l.scan_chain = *chain_ids.entry(scan.clone()).or_insert(next);
+            if l.scan_chain == next {
+                set.chains.push(scan.into());
+                per_chain.push(Vec::new());
+            }
             if let RuleOperator::Static(op) = &l.operator
                 && !l.multi_match
                 && let Some(strings) = op.required_literals()
-                && let Some(sets) = per_chain.get_mut(l.chain_id)
+                && let Some(sets) = per_chain.get_mut(l.scan_chain)
                 && let Ok(bit) = u32::try_from(sets.len())
             {
                 l.prefilter = Some(bit);
@@ -398,7 +414,7 @@ fn build_prefilters(set: &mut RuleSet) {
     for rule in &mut set.rules {
         let mut link = Some(rule);
         while let Some(l) = link {
-            if set.prefilters.get(l.chain_id).is_none_or(Option::is_none) {
+            if set.prefilters.get(l.scan_chain).is_none_or(Option::is_none) {
                 l.prefilter = None;
                 l.stores = None;
             }
@@ -454,6 +470,7 @@ fn compile_rule(
         negated,
         transforms: transforms.into(),
         chain_id: 0,
+        scan_chain: 0,
         prefilter: None,
         stores: None,
         multi_match: actions.multi_match,
@@ -489,6 +506,7 @@ fn placeholder(origin: &Origin) -> Rule {
         negated: false,
         transforms: Arc::from(Vec::new()),
         chain_id: 0,
+        scan_chain: 0,
         prefilter: None,
         stores: None,
         multi_match: false,
