@@ -73,6 +73,9 @@ pub(crate) struct Data {
     unique_id: Vec<u8>,
     content_type: Vec<u8>,
     urlencoded_error: bool,
+    /// Where each store's values start in the dense numbering of all stored values (see
+    /// [`Data::dense`]), by store identity; the last entry is the count.
+    bases: [u32; 15],
 }
 
 /// The stores a collection's values come from, for collections whose every value has an
@@ -105,6 +108,8 @@ pub(crate) fn stores(collection: Collection) -> Option<&'static [u8]> {
 }
 
 const SCALAR_STORE: u8 = 32;
+/// Scalars with an identity (`SCALAR`, slot): see `store_values`.
+const SCALAR_SLOTS: usize = 6;
 
 impl Data {
     /// Every value of a store with its identity: a superset of what any selector of the
@@ -181,7 +186,7 @@ impl Data {
                 content_type = v.clone();
             }
         }
-        Data {
+        let mut data = Data {
             line,
             headers,
             args_get,
@@ -200,7 +205,50 @@ impl Data {
             unique_id: req.unique_id.as_bytes().to_vec(),
             content_type,
             urlencoded_error: false,
+            bases: [0; 15],
+        };
+        data.number_values();
+        data
+    }
+
+    /// How many values the stores hold: [`Data::dense`] numbers them `0..count`.
+    pub fn value_count(&self) -> usize {
+        self.bases[14] as usize
+    }
+
+    /// The dense number of a stored value (for tables indexed by value).
+    pub fn dense(&self, (store, index): Ident) -> Option<usize> {
+        let s = usize::from(store);
+        let (start, end) = (*self.bases.get(s)?, *self.bases.get(s + 1)?);
+        let at = start.checked_add(index)?;
+        (at < end).then_some(at as usize)
+    }
+
+    fn store_len(&self, store: u8) -> usize {
+        match store {
+            GET | GET_NAMES => self.args_get.len(),
+            POST | POST_NAMES => self.args_post.len(),
+            COOKIES | COOKIE_NAMES => self.cookies.len(),
+            HEADERS | HEADER_NAMES => self.headers.len(),
+            SCALAR => SCALAR_SLOTS,
+            FILES => self.files.len(),
+            PART_HEADERS => self.part_headers.len(),
+            XML => self
+                .xml
+                .as_ref()
+                .map_or(0, |x| 1 + x.attribute_values.len()),
+            BODY => 1,
+            _ => 0,
         }
+    }
+
+    fn number_values(&mut self) {
+        let mut at = 0u32;
+        for store in 0..14u8 {
+            self.bases[usize::from(store)] = at;
+            at = at.saturating_add(u32::try_from(self.store_len(store)).unwrap_or(u32::MAX));
+        }
+        self.bases[14] = at;
     }
 
     /// The processor ModSecurity picks from `Content-Type` alone (JSON and XML are chosen
@@ -217,6 +265,16 @@ impl Data {
     }
 
     pub fn process_body(
+        &mut self,
+        body: Option<&[u8]>,
+        processor: Option<BodyProcessor>,
+        settings: &Settings,
+    ) {
+        self.parse_body(body, processor, settings);
+        self.number_values();
+    }
+
+    fn parse_body(
         &mut self,
         body: Option<&[u8]>,
         processor: Option<BodyProcessor>,
@@ -527,5 +585,49 @@ fn multipart_flag(m: &MultipartFlags, f: MultipartFlag) -> bool {
         MultipartFlag::InvalidPart => m.invalid_part,
         MultipartFlag::InvalidHeaderFolding => m.invalid_header_folding,
         MultipartFlag::FileLimitExceeded => m.file_limit_exceeded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value a store yields has its own dense number, below the count: the
+    /// transformation cache is indexed by it.
+    #[test]
+    fn every_stored_value_has_a_distinct_dense_number() {
+        let headers: Vec<(&[u8], &[u8])> = vec![
+            (b"Host", b"localhost"),
+            (b"Cookie", b"a=1; b=2"),
+            (b"Content-Type", b"application/x-www-form-urlencoded"),
+        ];
+        let req = Request {
+            method: b"POST",
+            target: b"/p/a?x=1&y=2&z=3",
+            protocol: b"HTTP/1.1",
+            headers,
+            body: Some(b"p=1&q=2"),
+            ..Default::default()
+        };
+        let settings = Settings::default();
+        let mut data = Data::from_headers(&req, &settings);
+        let before = data.value_count();
+        data.process_body(req.body, data.default_processor(), &settings);
+        assert!(
+            data.value_count() > before,
+            "the body's arguments are numbered too"
+        );
+        let mut seen = std::collections::HashSet::new();
+        let stores = (1..=13u8).chain((0..6).map(|s| SCALAR_STORE + s));
+        for store in stores {
+            let mut values = StoreValues::new();
+            data.store_values(store, &mut values);
+            for (ident, _) in values {
+                let dense = data.dense(ident).expect("numbered");
+                assert!(dense < data.value_count());
+                assert!(seen.insert(dense), "{ident:?} shares {dense}");
+            }
+        }
+        assert_eq!(data.dense((GET, 3)), None, "past the end of its store");
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::data::{Data, Ident, StoreValues, Value, Values};
+use crate::data::{Data, StoreValues, Value, Values};
 use crate::operator::Operator;
 use crate::prefilter;
 use crate::rule::{
@@ -93,8 +93,8 @@ pub(crate) struct State {
     skip_until: Option<String>,
     skip_next: u32,
     allow: Option<AllowScope>,
-    /// Transformation cache: (value identity, chain) → transformed value and prefilter hits.
-    cache: FxHashMap<u64, Slot>,
+    /// Transformation cache: (value, chain) → transformed value and prefilter hits.
+    cache: TransformCache,
     /// (store, chain) → the prefilter hits of all the store's values.
     unions: FxHashMap<u64, u32>,
     /// The words of the cache's prefilter hits.
@@ -125,7 +125,7 @@ impl State {
         self.skip_until = None;
         self.skip_next = 0;
         self.allow = None;
-        self.cache.clear();
+        self.cache.reset(0, 0);
         self.unions.clear();
         self.hits.clear();
         self.captures.clear();
@@ -151,6 +151,7 @@ impl RuleSet {
 
     fn evaluate_in(&self, req: &Request<'_>, state: &mut State, outcome: &mut Outcome) {
         let mut data = Data::from_headers(req, &self.settings);
+        state.cache.reset(data.value_count(), self.chains.len());
         state.processor = data.default_processor();
         let body_too_large = req
             .body
@@ -175,7 +176,7 @@ impl RuleSet {
         }
         // The body added values: cached transformations and prefilter summaries of the
         // stores are stale.
-        state.cache.clear();
+        state.cache.reset(data.value_count(), self.chains.len());
         state.unions.clear();
         state.hits.clear();
         self.run_phase(2, &data, state, outcome);
@@ -392,7 +393,7 @@ impl RuleSet {
                     }
                     continue;
                 }
-                let (candidate, may_match) = self.candidate(link, v, state);
+                let (candidate, may_match) = self.candidate(link, v, data, state);
                 let mut caps = std::mem::take(&mut state.captures);
                 let op_matched =
                     may_match && op.matches(&candidate, want_captures.then_some(&mut caps));
@@ -423,28 +424,22 @@ impl RuleSet {
         data: &Data,
         state: &mut State,
     ) -> bool {
-        let Some(Some(pf)) = self.prefilters.get(chain) else {
+        let Some(pf) = &self.prefilter else {
             return true;
         };
         let key = (u64::from(store) << 32) | chain as u64;
         if let Some(&at) = state.unions.get(&key) {
             return prefilter::has(state.hits.get(at, pf.words()), bit);
         }
-        let transforms = &self.chains[chain];
         let mut values = StoreValues::new();
         data.store_values(store, &mut values);
         let all = state.hits.alloc(pf.words());
         for (ident, original) in values {
-            let Slot { value, hits } =
-                state
-                    .cache
-                    .entry(cache_key(ident, chain))
-                    .or_insert_with(|| Slot {
-                        value: shared(transform_all(transforms, original)),
-                        hits: None,
-                    });
-            let bytes: &[u8] = value.as_deref().unwrap_or(original);
-            let at = *hits.get_or_insert_with(|| pf.scan_into(bytes, &mut state.hits));
+            let Some(dense) = data.dense(ident) else {
+                // Not numbered (cannot happen): the store's values may all match.
+                return true;
+            };
+            let at = self.hits(pf, dense, chain, original, state);
             state.hits.union(all, at, pf.words());
         }
         let may = prefilter::has(state.hits.get(all, pf.words()), bit);
@@ -452,37 +447,69 @@ impl RuleSet {
         may
     }
 
+    /// Where the prefilter hits of value `dense` (`original` before transformation) under
+    /// `chain` are in `state.hits`. A chain that leaves the value as it is shares the scan of
+    /// the original with every other such chain.
+    fn hits(
+        &self,
+        pf: &prefilter::Prefilter,
+        dense: usize,
+        chain: usize,
+        original: &[u8],
+        state: &mut State,
+    ) -> u32 {
+        let slot = state.cache.slot(dense, chain).get_or_insert_with(|| Slot {
+            value: shared(transform_all(&self.chains[chain], original)),
+            hits: None,
+        });
+        if let Some(at) = slot.hits {
+            return at;
+        }
+        let at = match &slot.value {
+            Some(changed) => pf.scan_into(changed, &mut state.hits),
+            None => match state.cache.original_hits(dense) {
+                Some(at) => at,
+                None => {
+                    let at = pf.scan_into(original, &mut state.hits);
+                    state.cache.set_original_hits(dense, at);
+                    at
+                }
+            },
+        };
+        if let Some(slot) = state.cache.slot(dense, chain) {
+            slot.hits = Some(at);
+        }
+        at
+    }
+
     /// The value the operator sees for `v` (its transformation, cached per value and chain),
     /// and whether the operator may match it at all: false when the scan chain's literal
     /// prefilter found none of the strings every match of this link's regex contains (then
     /// the value is not transformed further).
-    fn candidate<'v>(&self, link: &Rule, v: &'v Value<'_>, state: &mut State) -> (Bytes<'v>, bool) {
-        let Some(ident) = v.ident else {
+    fn candidate<'v>(
+        &self,
+        link: &Rule,
+        v: &'v Value<'_>,
+        data: &Data,
+        state: &mut State,
+    ) -> (Bytes<'v>, bool) {
+        let Some(dense) = v.ident.and_then(|i| data.dense(i)) else {
             return (Bytes::from(transform_all(&link.transforms, &v.value)), true);
         };
         if let Some(bit) = link.prefilter
             && self.use_prefilters
             && !link.negated
-            && let Some(Some(pf)) = self.prefilters.get(link.scan_chain)
+            && let Some(pf) = &self.prefilter
         {
-            let scan_chain = &self.chains[link.scan_chain];
-            let Slot { value, hits } = state
-                .cache
-                .entry(cache_key(ident, link.scan_chain))
-                .or_insert_with(|| Slot {
-                    value: shared(transform_all(scan_chain, &v.value)),
-                    hits: None,
-                });
-            let bytes: &[u8] = value.as_deref().unwrap_or(&v.value);
-            let at = *hits.get_or_insert_with(|| pf.scan_into(bytes, &mut state.hits));
+            let at = self.hits(pf, dense, link.scan_chain, &v.value, state);
             if !prefilter::has(state.hits.get(at, pf.words()), bit) {
                 return (Bytes::Borrowed(&v.value), false);
             }
         }
         let Slot { value, .. } = state
             .cache
-            .entry(cache_key(ident, link.chain_id))
-            .or_insert_with(|| Slot {
+            .slot(dense, link.chain_id)
+            .get_or_insert_with(|| Slot {
                 value: shared(transform_all(&link.transforms, &v.value)),
                 hits: None,
             });
@@ -551,8 +578,58 @@ pub(crate) struct Slot {
     hits: Option<u32>,
 }
 
-fn cache_key(ident: Ident, chain: usize) -> u64 {
-    (u64::from(ident.0) << 56) | (u64::from(ident.1) << 24) | chain as u64
+/// The cached transformations of one transaction's values: per value (by its dense number,
+/// see `Data::dense`) a row with a slot per transformation chain, made when the value is
+/// first transformed. Indexing, not hashing: rules ask for a (value, chain) thousands of
+/// times per request.
+#[derive(Default)]
+pub(crate) struct TransformCache {
+    /// Per value: where its row starts in `slots`, or `u32::MAX` before it has one.
+    rows: Vec<u32>,
+    /// Per value: where the prefilter hits of the value as it is are, or `u32::MAX`.
+    originals: Vec<u32>,
+    slots: Vec<Option<Slot>>,
+    chains: usize,
+}
+
+impl TransformCache {
+    /// Empties the cache for `values` values and `chains` chains; keeps the capacity.
+    fn reset(&mut self, values: usize, chains: usize) {
+        self.rows.clear();
+        self.rows.resize(values, u32::MAX);
+        self.originals.clear();
+        self.originals.resize(values, u32::MAX);
+        self.slots.clear();
+        self.chains = chains;
+    }
+
+    fn original_hits(&self, value: usize) -> Option<u32> {
+        self.originals
+            .get(value)
+            .copied()
+            .filter(|&at| at != u32::MAX)
+    }
+
+    fn set_original_hits(&mut self, value: usize, at: u32) {
+        if let Some(o) = self.originals.get_mut(value) {
+            *o = at;
+        }
+    }
+
+    fn slot(&mut self, value: usize, chain: usize) -> &mut Option<Slot> {
+        let row = match self.rows.get(value) {
+            Some(&row) if row != u32::MAX => row as usize,
+            _ => {
+                let row = self.slots.len();
+                self.slots.resize_with(row + self.chains, || None);
+                if let Some(r) = self.rows.get_mut(value) {
+                    *r = u32::try_from(row).unwrap_or(u32::MAX);
+                }
+                row
+            }
+        };
+        &mut self.slots[row + chain]
+    }
 }
 
 fn shared(t: Cow<'_, [u8]>) -> Option<Rc<[u8]>> {

@@ -1,9 +1,10 @@
 //! Literal prefilters: most CRS regexes cannot match unless the value contains one of a few
 //! strings (`select`, `<script`, `/etc/`…). At build time every `@rx` rule gets the set of
-//! strings one of which each of its matches must contain; the rules that share a
-//! transformation chain share one Aho-Corasick automaton over all their strings. A value is
-//! scanned once per chain and only the rules whose strings it contains run their regex — a
-//! clean request touches few regexes.
+//! strings one of which each of its matches must contain, and one Aho-Corasick automaton
+//! holds the strings of all rules. A value is scanned once per distinct form its rules'
+//! transformation chains give it — a clean value is left as it is by most chains, so one
+//! scan serves them all — and only the rules whose strings the scan found run their regex:
+//! a clean request touches few regexes.
 //!
 //! The sets are derived from the regex's syntax tree, so they are sound by construction: a
 //! regex whose set the scan does not find cannot match (the scan is case-insensitive, which
@@ -16,6 +17,9 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 const MAX_REQUIRED: usize = 256;
 /// Cross products of exact sets (`(?:a|b)(?:c|d)`) stop growing here.
 const MAX_EXACT: usize = 64;
+/// Up to this many strings the automaton is a DFA (CRS 3.3 has about 1,500; a DFA over
+/// them is ~2 MiB).
+const MAX_DFA_STRINGS: usize = 4000;
 /// A class with more members than this is not spelled out.
 const MAX_CLASS: usize = 8;
 
@@ -191,18 +195,18 @@ fn minimal(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     kept
 }
 
-/// The prefilter of one transformation chain: an automaton over the required strings of the
-/// rules that use the chain, and which rules (bits) each string lets through.
+/// The literal prefilter of a rule set: an automaton over the required strings of its
+/// prefiltered rules, and which rules (bits) each string lets through.
 #[derive(Debug)]
-pub(crate) struct ChainPrefilter {
+pub(crate) struct Prefilter {
     automaton: AhoCorasick,
     /// Per pattern: the rule bits it sets.
     bits: Vec<Vec<u32>>,
     words: usize,
 }
 
-/// Which of a chain's rules may match each scanned value: a bit per rule, in runs of
-/// [`ChainPrefilter::words`] words kept in one per-request arena, so that scanning a value
+/// Which rules may match each scanned value: a bit per rule, in runs of
+/// [`Prefilter::words`] words kept in one per-request arena, so that scanning a value
 /// allocates nothing.
 #[derive(Default)]
 pub(crate) struct HitsArena(Vec<u64>);
@@ -235,32 +239,32 @@ impl HitsArena {
     }
 }
 
-impl ChainPrefilter {
+impl Prefilter {
     /// `rules[bit]` is the required set of the rule given that bit.
-    pub(crate) fn new(rules: &[Vec<Vec<u8>>]) -> Option<ChainPrefilter> {
-        let mut strings: Vec<Vec<u8>> = Vec::new();
+    pub(crate) fn new(rules: &[Vec<Vec<u8>>]) -> Option<Prefilter> {
+        let mut strings: Vec<&[u8]> = Vec::new();
         let mut bits: Vec<Vec<u32>> = Vec::new();
+        let mut index: std::collections::HashMap<&[u8], usize> = Default::default();
         for (bit, set) in rules.iter().enumerate() {
             let bit = u32::try_from(bit).ok()?;
             for s in set {
-                match strings.iter().position(|x| x == s) {
-                    Some(i) => bits[i].push(bit),
-                    None => {
-                        strings.push(s.clone());
-                        bits.push(vec![bit]);
-                    }
-                }
+                let i = *index.entry(s).or_insert_with(|| {
+                    strings.push(s);
+                    bits.push(Vec::new());
+                    strings.len() - 1
+                });
+                bits[i].push(bit);
             }
         }
         let automaton = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            // Scanned once per value and chain: the fastest automaton is worth its memory,
-            // up to a size (phrase files run to thousands of entries).
-            .kind((strings.len() <= 1000).then_some(AhoCorasickKind::DFA))
+            // Scanned once per value and form: the fastest automaton is worth its memory,
+            // up to a size.
+            .kind((strings.len() <= MAX_DFA_STRINGS).then_some(AhoCorasickKind::DFA))
             .build(&strings)
             .ok()?;
-        Some(ChainPrefilter {
+        Some(Prefilter {
             automaton,
             bits,
             words: rules.len().div_ceil(64),
@@ -341,7 +345,7 @@ mod tests {
 
     #[test]
     fn a_value_without_the_strings_cannot_match() {
-        let pf = ChainPrefilter::new(&[
+        let pf = Prefilter::new(&[
             required("(?i)union\\s+select").unwrap(),
             required("<script").unwrap(),
         ])
@@ -369,7 +373,7 @@ mod tests {
                 .unicode(false)
                 .build()
                 .unwrap();
-            let pf = ChainPrefilter::new(&[required(pattern).expect(pattern)]).unwrap();
+            let pf = Prefilter::new(&[required(pattern).expect(pattern)]).unwrap();
             // Matches generated from the pattern without `(?i)`, then with random letters
             // upper-cased (the generator's own case folding is Unicode's).
             let values = (

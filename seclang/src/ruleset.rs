@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::operator::Operator;
 use crate::parse::{self, Directive, Origin};
-use crate::prefilter::ChainPrefilter;
+use crate::prefilter::Prefilter;
 use crate::rule::{self, Actions, Disruptive, EngineMode, Rule, RuleOperator, TargetRef};
 use crate::transform::Transform;
 
@@ -96,8 +96,8 @@ pub struct RuleSet {
     pub settings: Settings,
     /// Distinct transformation chains, indexed by `Rule::chain_id`.
     pub(crate) chains: Vec<Arc<[Transform]>>,
-    /// Per transformation chain: the literal prefilter of the `@rx` rules that use it.
-    pub(crate) prefilters: Vec<Option<ChainPrefilter>>,
+    /// The literal prefilter over the required strings of every prefiltered link.
+    pub(crate) prefilter: Option<Prefilter>,
     /// Off only to compare against evaluation without prefilters.
     pub(crate) use_prefilters: bool,
     /// Operators whose argument had macros, compiled per expanded argument.
@@ -156,7 +156,7 @@ impl<'a> Builder<'a> {
             defaults: Default::default(),
             settings: Settings::default(),
             chains: Vec::new(),
-            prefilters: Vec::new(),
+            prefilter: None,
             use_prefilters: true,
             dynamic: Mutex::new(HashMap::new()),
             limitations: Vec::new(),
@@ -353,7 +353,8 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Gives every `@rx` link with a required literal set a bit in its chain's prefilter.
+/// Gives every `@rx` and short `@pm` link with a required literal set a bit in the rule
+/// set's literal prefilter, and every link its scan chain.
 fn build_prefilters(set: &mut RuleSet) {
     let mut chain_ids: HashMap<Vec<Transform>, usize> = set
         .chains
@@ -361,7 +362,7 @@ fn build_prefilters(set: &mut RuleSet) {
         .enumerate()
         .map(|(i, c)| (c.to_vec(), i))
         .collect();
-    let mut per_chain: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new(); set.chains.len()];
+    let mut sets: Vec<Vec<Vec<u8>>> = Vec::new();
     for rule in &mut set.rules {
         let mut link = Some(rule);
         while let Some(l) = link {
@@ -373,12 +374,10 @@ fn build_prefilters(set: &mut RuleSet) {
             l.scan_chain = *chain_ids.entry(scan.clone()).or_insert(next);
             if l.scan_chain == next {
                 set.chains.push(scan.into());
-                per_chain.push(Vec::new());
             }
             if let RuleOperator::Static(op) = &l.operator
                 && !l.multi_match
                 && let Some(strings) = op.required_literals()
-                && let Some(sets) = per_chain.get_mut(l.scan_chain)
                 && let Ok(bit) = u32::try_from(sets.len())
             {
                 l.prefilter = Some(bit);
@@ -402,23 +401,16 @@ fn build_prefilters(set: &mut RuleSet) {
             link = l.chained.as_deref_mut();
         }
     }
-    set.prefilters = per_chain
-        .iter()
-        .map(|sets| {
-            (!sets.is_empty())
-                .then(|| ChainPrefilter::new(sets))
-                .flatten()
-        })
-        .collect();
-    // A chain whose automaton could not be built runs all its regexes.
-    for rule in &mut set.rules {
-        let mut link = Some(rule);
-        while let Some(l) = link {
-            if set.prefilters.get(l.scan_chain).is_none_or(Option::is_none) {
+    set.prefilter = (!sets.is_empty()).then(|| Prefilter::new(&sets)).flatten();
+    // Without an automaton (none could be built), every regex runs.
+    if set.prefilter.is_none() {
+        for rule in &mut set.rules {
+            let mut link = Some(rule);
+            while let Some(l) = link {
                 l.prefilter = None;
                 l.stores = None;
+                link = l.chained.as_deref_mut();
             }
-            link = l.chained.as_deref_mut();
         }
     }
 }

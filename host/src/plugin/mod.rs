@@ -257,6 +257,11 @@ impl PluginRuntime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // For profiling plugins: `perf` reads the names of compiled plugin functions from
+        // /tmp/perf-<pid>.map (a plugin built without `strip` keeps its function names).
+        if std::env::var_os("WASMGATE_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         spawn_epoch_ticker(&engine);
         let cache = options
