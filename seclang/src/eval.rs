@@ -25,6 +25,7 @@ use crate::rule::{
 };
 use crate::ruleset::{Entry, RuleSet};
 use crate::transform::Transform;
+use crate::triggers::{ByteSet, apply_chain};
 use crate::variable::{Collection, Selector};
 
 /// One request as the engine sees it.
@@ -458,8 +459,9 @@ impl RuleSet {
         original: &[u8],
         state: &mut State,
     ) -> u32 {
+        let bytes = state.cache.byte_set(dense, original);
         let slot = state.cache.slot(dense, chain).get_or_insert_with(|| Slot {
-            value: shared(transform_all(&self.chains[chain], original)),
+            value: shared(apply_chain(&self.chains[chain], original, bytes)),
             hits: None,
         });
         if let Some(at) = slot.hits {
@@ -506,11 +508,12 @@ impl RuleSet {
                 return (Bytes::Borrowed(&v.value), false);
             }
         }
+        let bytes = state.cache.byte_set(dense, &v.value);
         let Slot { value, .. } = state
             .cache
             .slot(dense, link.chain_id)
             .get_or_insert_with(|| Slot {
-                value: shared(transform_all(&link.transforms, &v.value)),
+                value: shared(apply_chain(&link.transforms, &v.value, bytes)),
                 hits: None,
             });
         let out = match value {
@@ -588,6 +591,8 @@ pub(crate) struct TransformCache {
     rows: Vec<u32>,
     /// Per value: where the prefilter hits of the value as it is are, or `u32::MAX`.
     originals: Vec<u32>,
+    /// Per value: the bytes it holds, once a chain transformed it.
+    byte_sets: Vec<Option<ByteSet>>,
     slots: Vec<Option<Slot>>,
     chains: usize,
 }
@@ -599,8 +604,19 @@ impl TransformCache {
         self.rows.resize(values, u32::MAX);
         self.originals.clear();
         self.originals.resize(values, u32::MAX);
+        self.byte_sets.clear();
+        self.byte_sets.resize(values, None);
         self.slots.clear();
         self.chains = chains;
+    }
+
+    /// The bytes value `value` (`original`) holds.
+    fn byte_set(&mut self, value: usize, original: &[u8]) -> ByteSet {
+        match self.byte_sets.get_mut(value) {
+            Some(Some(set)) => *set,
+            Some(slot) => *slot.insert(ByteSet::of(original)),
+            None => ByteSet::of(original),
+        }
     }
 
     fn original_hits(&self, value: usize) -> Option<u32> {

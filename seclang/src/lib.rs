@@ -33,6 +33,7 @@ pub mod request;
 pub mod rule;
 pub mod ruleset;
 pub mod transform;
+mod triggers;
 pub mod variable;
 
 pub use eval::{Intervention, Matched, Outcome, Request};
