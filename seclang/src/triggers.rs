@@ -63,9 +63,21 @@ const NONE: ByteSet = ByteSet([0; 4]);
 /// `isspace` in the C locale.
 const C_SPACE: &[u8] = b" \t\n\x0b\x0c\r";
 
+/// [`triggers`] of every transformation, by its discriminant: worked out at compile time.
+const TABLE: [Option<ByteSet>; Transform::ALL.len()] = {
+    let mut table = [None; Transform::ALL.len()];
+    let mut i = 0;
+    while i < Transform::ALL.len() {
+        let t = Transform::ALL[i];
+        table[t as usize] = triggers(t);
+        i += 1;
+    }
+    table
+};
+
 /// The bytes without which `t` returns its input unchanged; `None` when it may change any
 /// value (digests, encoders, `length`…).
-fn triggers(t: Transform) -> Option<ByteSet> {
+const fn triggers(t: Transform) -> Option<ByteSet> {
     use Transform as T;
     Some(match t {
         T::Lowercase => NONE.with_range(b'A', b'Z'),
@@ -112,7 +124,9 @@ pub(crate) fn apply_chain<'v>(
     let mut cur = Cow::Borrowed(input);
     let mut bytes = bytes;
     for &t in chain {
-        if triggers(t).is_some_and(|needed| !bytes.meets(&needed)) {
+        if let Some(Some(needed)) = TABLE.get(t as usize)
+            && !bytes.meets(needed)
+        {
             continue;
         }
         if let Some(next) = t.apply(&cur) {
