@@ -35,7 +35,16 @@ pub(crate) fn required(pattern: &str) -> Option<Vec<Vec<u8>>> {
         .parse(pattern)
         .ok()?;
     let set = need(&hir)?;
-    (!set.iter().any(Vec::is_empty)).then_some(set)
+    // A set with a byte that ordinary text is full of (`e`, a space, `.`) lets nearly every
+    // value through and costs a match at nearly every byte: no prefilter is cheaper.
+    let weak = |s: &Vec<u8>| s.is_empty() || (s.len() == 1 && !rare(s[0]));
+    (!set.iter().any(weak)).then_some(set)
+}
+
+/// Bytes that are not in nearly every value (letters, digits, white space and the
+/// punctuation of names, numbers, paths and JSON): a required set may contain them alone.
+fn rare(b: u8) -> bool {
+    !(b.is_ascii_alphanumeric() || b" .,-_:/@\"\n\r\t".contains(&b))
 }
 
 /// Every match of `h` contains one of these strings.
@@ -333,6 +342,14 @@ mod tests {
         );
         // One branch without a required string: no prefilter.
         assert_eq!(req("(?:etc/passwd|\\d+)"), None);
+    }
+
+    #[test]
+    fn sets_with_a_common_single_byte_are_not_worth_a_prefilter() {
+        assert_eq!(req("[eE]\\d+"), None);
+        assert_eq!(req("(?:x| )y?"), None);
+        assert_eq!(req("[<>]"), Some(vec!["<".into(), ">".into()]));
+        assert_eq!(req("`"), Some(vec!["`".into()]));
     }
 
     #[test]
