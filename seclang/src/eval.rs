@@ -353,7 +353,11 @@ impl RuleSet {
                     head,
                     &mut values,
                 );
-                let excluded = !link.exclusions.is_empty()
+                // Only exclusions of this variable's collection can cover its values.
+                let excluded = link
+                    .exclusions
+                    .iter()
+                    .any(|e| e.collection == var.collection)
                     || !state.removed_targets_by_id.is_empty()
                     || !state.removed_targets_by_tag.is_empty();
                 values.retain_from(start, excluded, |v| {
