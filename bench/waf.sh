@@ -94,7 +94,7 @@ addr = "127.0.0.1:19102"
 targets = ["127.0.0.1:19100"]
 [plugins.waf]
 module = "builtin:waf"
-# A compiled CRS takes about 27 MiB per instance: the default 32 MiB leaves too little for
+# A compiled CRS takes about 21 MiB per instance: the default 32 MiB leaves too little for
 # request bodies (as the README says).
 memory_limit = "128 MiB"
 timeout = "250ms"

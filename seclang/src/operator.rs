@@ -16,7 +16,7 @@
 //! same word on both sides of a comparison) and 953120 (`<?` not followed by `xml`, in
 //! responses).
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::meta;
 use regex_automata::util::syntax;
 
@@ -137,8 +137,6 @@ pub fn compile(
     Ok(Operator { kind })
 }
 
-/// `@pm` lists up to this long run on a DFA.
-const MAX_DFA_PHRASES: usize = 2000;
 /// `@pm` lists longer than this run without a literal prefilter.
 const MAX_PREFILTERED_PHRASES: usize = 64;
 
@@ -532,9 +530,6 @@ fn phrases<'a>(list: impl Iterator<Item = &'a [u8]>) -> Result<Kind, String> {
     let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
-        // Each list runs on many values per request: a DFA (a table lookup per byte) is worth
-        // its memory up to a size; the CRS 3.3 lists hold up to ~700 phrases.
-        .kind((list.len() <= MAX_DFA_PHRASES).then_some(AhoCorasickKind::DFA))
         .build(&list)
         .map_err(|e| format!("phrase list: {e}"))?;
     Ok(Kind::Pm(
