@@ -3,9 +3,11 @@
 //! request driver, the upstream clients and the access log all share it.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::SizeHint;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
@@ -20,6 +22,18 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 #[derive(Debug, thiserror::Error)]
 #[error("client request body: {0}")]
 pub struct ClientBodyError(#[source] pub BoxError);
+
+/// A request body went past the gateway's limit (`max_body_bytes`, or what a route or plugin
+/// set).
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// How much more of a refused request body the gateway reads, and for how long, so that a
+/// client still sending it reads the error response rather than a connection reset (what
+/// nginx calls a lingering close).
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -130,4 +144,103 @@ where
     fn is_end_stream(&self) -> bool {
         self.prefix.is_none() && self.rest.is_end_stream()
     }
+}
+
+/// `body` cut at `limit` bytes: a frame that would pass the limit ends the stream with
+/// [`BodyTooLarge`], and the rest of the body is drained in the background ([`linger`]).
+pub fn limited<B>(body: B, limit: u64) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    Limit {
+        body: Some(body),
+        remaining: limit,
+        limit,
+    }
+    .boxed()
+}
+
+struct Limit<B> {
+    /// None once the limit was passed (the rest went to [`linger`]).
+    body: Option<B>,
+    remaining: u64,
+    limit: u64,
+}
+
+impl<B> http_body::Body for Limit<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(Pin::new(body).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > self.remaining {
+            if let Some(rest) = self.body.take() {
+                linger(rest);
+            }
+            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+        }
+        self.remaining -= len;
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let Some(body) = &self.body else {
+            return SizeHint::with_exact(0);
+        };
+        // Never promise more than the limit lets through (a Content-Length upstream).
+        let mut hint = body.size_hint();
+        if hint.lower() >= self.remaining {
+            hint.set_exact(self.remaining);
+        } else {
+            hint.set_upper(
+                hint.upper()
+                    .map_or(self.remaining, |u| u.min(self.remaining)),
+            );
+        }
+        hint
+    }
+}
+
+/// Reads and discards what is left of a refused request body in the background: up to
+/// [`LINGER_BYTES`] more, for at most [`LINGER_TIME`].
+pub fn linger<B>(body: B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut body = body;
+        let mut read = 0usize;
+        let drain = async {
+            while read <= LINGER_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }

@@ -27,7 +27,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
@@ -484,7 +483,10 @@ impl ClientBody {
             Buffered::Shown(bytes) => exchange.request_body = Some(bytes),
             Buffered::Opaque(bytes) => *self = ClientBody::Opaque(bytes),
             // Requests over the limit are refused, never streamed on.
-            Buffered::Streaming(_) => return Err(GatewayError::BodyTooLarge),
+            Buffered::Streaming(rest) => {
+                body::linger(rest);
+                return Err(GatewayError::BodyTooLarge);
+            }
         }
         Ok(())
     }
@@ -500,8 +502,7 @@ impl ClientBody {
                 OutboundBody::Complete(Bytes::new())
             }
             ClientBody::Streaming(incoming) => {
-                let limited =
-                    Limited::new(incoming, usize::try_from(max_body).unwrap_or(usize::MAX));
+                let limited = body::limited(incoming, max_body);
                 // Marked as the client's, so a broken body gets 400, not 502.
                 OutboundBody::Streaming(body::stream(http_body_util::BodyExt::map_err(
                     limited,

@@ -69,7 +69,9 @@ impl TransportError {
                 e.source()
             })
         };
-        if causes().any(|e| e.is::<http_body_util::LengthLimitError>()) {
+        if causes().any(|e| {
+            e.is::<crate::body::BodyTooLarge>() || e.is::<http_body_util::LengthLimitError>()
+        }) {
             TransportError::BodyTooLarge
         } else if causes().any(|e| e.is::<crate::body::ClientBodyError>()) {
             TransportError::ClientBody
