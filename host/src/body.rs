@@ -3,6 +3,7 @@
 //! request driver, the upstream clients and the access log all share it.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct BodyTooLarge(pub u64);
 /// nginx calls a lingering close).
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(2);
+/// At most this many refused bodies are drained at once; past it they are dropped at once.
+const MAX_LINGERING: usize = 256;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// A complete body.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -222,7 +226,8 @@ where
 }
 
 /// Reads and discards what is left of a refused request body in the background: up to
-/// [`LINGER_BYTES`] more, for at most [`LINGER_TIME`].
+/// [`LINGER_BYTES`] more, for at most [`LINGER_TIME`], and at most [`MAX_LINGERING`] bodies
+/// at a time.
 pub fn linger<B>(body: B)
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
@@ -230,6 +235,10 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     runtime.spawn(async move {
         let mut body = body;
         let mut read = 0usize;
@@ -242,5 +251,6 @@ where
             }
         };
         let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
     });
 }

@@ -304,9 +304,11 @@ impl Prefilter {
     }
 }
 
+/// Whether `bit` is set; a missing word (a run that could not be allocated) counts as set,
+/// so that a failure lets rules run rather than skips them.
 pub(crate) fn has(hits: &[u64], bit: u32) -> bool {
     hits.get(bit as usize / 64)
-        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+        .is_none_or(|w| w & (1 << (bit % 64)) != 0)
 }
 
 #[cfg(test)]

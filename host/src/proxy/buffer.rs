@@ -44,12 +44,17 @@ where
     B::Error: Into<body::BoxError>,
 {
     if super::declared_length(headers).is_some_and(|len| len > limit) {
+        body::linger(incoming);
         return Err(GatewayError::BodyTooLarge);
     }
     let raw = match tokio::time::timeout(timeout, collect(incoming, limit)).await {
         Err(_elapsed) => return Err(GatewayError::BodyTimeout),
         Ok(Err(_read)) => return Err(GatewayError::BadRequestBody),
-        Ok(Ok(Collected::Over(_))) => return Err(GatewayError::BodyTooLarge),
+        Ok(Ok(Collected::Over(_, rest))) => {
+            // The client may still be sending: read on briefly so it gets the 413.
+            body::linger(rest);
+            return Err(GatewayError::BodyTooLarge);
+        }
         Ok(Ok(Collected::Complete(raw))) => raw,
     };
     match Coding::of(headers) {
@@ -89,7 +94,9 @@ pub async fn response(
     }
     let raw = match collect(incoming, limit).await {
         Err(_) => return Err(GatewayError::UpstreamUnreachable),
-        Ok(Collected::Over(rest)) => return Ok(Buffered::Streaming(rest)),
+        Ok(Collected::Over(read, rest)) => {
+            return Ok(Buffered::Streaming(body::prefixed(read, rest)));
+        }
         Ok(Collected::Complete(raw)) => raw,
     };
     if coding == Coding::Identity {
@@ -112,12 +119,12 @@ pub fn set_length(headers: &mut HeaderMap, len: usize) {
 
 enum Collected<B> {
     Complete(Bytes),
-    /// Over the limit: what was read, followed by the rest, as one stream.
-    Over(B),
+    /// Over the limit: what was read, and the rest, unread.
+    Over(Bytes, B),
 }
 
 /// Reads `incoming` to the end, unless it grows past `limit`.
-async fn collect<B>(mut incoming: B, limit: u64) -> Result<Collected<ProxyBody>, B::Error>
+async fn collect<B>(mut incoming: B, limit: u64) -> Result<Collected<B>, B::Error>
 where
     B: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
     B::Error: Into<body::BoxError>,
@@ -130,7 +137,7 @@ where
         };
         read.extend_from_slice(&data);
         if read.len() as u64 > limit {
-            return Ok(Collected::Over(body::prefixed(read.freeze(), incoming)));
+            return Ok(Collected::Over(read.freeze(), incoming));
         }
     }
     Ok(Collected::Complete(read.freeze()))

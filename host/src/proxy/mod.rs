@@ -282,6 +282,7 @@ async fn run_route<'r>(
         exchange.request.headers.remove(header::UPGRADE);
     }
     if declared_length(&exchange.request.headers).is_some_and(|len| len > max_body) {
+        body::linger(body);
         return GatewayError::BodyTooLarge.response();
     }
     // The client's body: streaming until a plugin needs it read.
@@ -483,10 +484,7 @@ impl ClientBody {
             Buffered::Shown(bytes) => exchange.request_body = Some(bytes),
             Buffered::Opaque(bytes) => *self = ClientBody::Opaque(bytes),
             // Requests over the limit are refused, never streamed on.
-            Buffered::Streaming(rest) => {
-                body::linger(rest);
-                return Err(GatewayError::BodyTooLarge);
-            }
+            Buffered::Streaming(_) => return Err(GatewayError::BodyTooLarge),
         }
         Ok(())
     }
